@@ -1,0 +1,136 @@
+"""Frozen configuration records.
+
+`main.py` is the only reader of absl flags; it fills these records and passes them
+down, so every library function takes plain values and can be called from a notebook.
+Each flag maps to exactly one field (a test checks the two sets match).
+"""
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+MODES = ("pretrain", "linear_eval", "finetune", "supervised", "eval", "export")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("lars", "momentum", "adam")
+LR_SCALINGS = ("linear", "sqrt", "none")
+PROJ_HEAD_MODES = ("nonlinear", "linear", "none")
+LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")
+JITTER_VERSIONS = ("v1", "v2")
+RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Parameters of the pretraining views (defaults: the paper's ImageNet setting)."""
+
+    crop: bool = True
+    area_range: Tuple[float, float] = (0.08, 1.0)
+    aspect_range: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    flip: bool = True
+    color_jitter_strength: float = 1.0
+    color_jitter_prob: float = 0.8
+    jitter_version: str = "v2"
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    # The paper's other ablation transforms (off by default).
+    rotation_prob: float = 0.0
+    cutout_prob: float = 0.0
+    noise_prob: float = 0.0
+    sobel_prob: float = 0.0
+    color_drop_prob: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    depth: int = 50
+    width_multiplier: float = 1.0
+    sk_ratio: float = 0.0
+    cifar_stem: Optional[bool] = None  # None: decided by image size (<= 32 px).
+    sync_bn: bool = False
+    bn_momentum: float = 0.9
+    proj_head_mode: str = "nonlinear"
+    num_proj_layers: int = 3
+    proj_out_dim: int = 128
+    ft_proj_selector: int = 0
+    fine_tune_after_block: int = -1
+    linear_probe: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    loss: str = "nt_xent"
+    temperature: float = 0.1
+    hidden_norm: bool = True
+    margin: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "lars"
+    learning_rate: float = 0.3
+    lr_scaling: str = "linear"
+    warmup_epochs: float = 10.0
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_size: int = 32
+    batch_size: int = 256
+    eval_batch_size: int = 256
+    label_fraction: float = 1.0
+    seed: int = 0
+    deterministic: bool = False
+    cache: bool = False
+    strict_decoding: bool = False
+    shuffle_buffer: int = 10000
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    mode: str = "pretrain"
+    model_dir: str = "runs/default"
+    train_epochs: float = 100.0
+    train_steps: int = 0  # > 0 overrides train_epochs.
+    checkpoint_steps: int = 500
+    keep_checkpoints: int = 3
+    init_checkpoint: Optional[str] = None
+    strategy: str = "default"
+    num_logical_devices: int = 0
+    tpu: Optional[str] = None
+    precision: str = "float32"
+    jit_compile: bool = False
+    eval_steps: int = 0  # 0: the whole eval split.
+    knn_every_epochs: float = 0.0
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_bank_size: int = 10000
+    summary_steps: int = 50
+    export_dir: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def field_names() -> set:
+    """All leaf field names; flags use the same names."""
+    names = set()
+    for section in dataclasses.fields(Config):
+        names.update(f.name for f in dataclasses.fields(section.type))
+    return names

@@ -1,0 +1,73 @@
+"""Strategy construction: one device, Mirrored, MultiWorkerMirrored or TPU."""
+
+import itertools
+import json
+import os
+
+import tensorflow as tf
+
+# Collective group keys start at 1 in every MirroredStrategy; two strategies of
+# different sizes in one process then collide ("joining a group with size 4, but that
+# group has size 2"). Giving each strategy its own key range lets a process (a test
+# session, a notebook) build several.
+_key_bases = itertools.count(0, 10_000)
+
+
+def split_cpu(num_devices):
+    """Splits the host CPU into `num_devices` logical devices; call before TF starts."""
+    if num_devices <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+    except RuntimeError as error:  # TF already initialised: keep what exists.
+        existing = len(tf.config.list_logical_devices("CPU"))
+        if existing != num_devices:
+            raise RuntimeError(
+                f"cannot split the CPU into {num_devices} devices after TensorFlow started "
+                f"({existing} exist)") from error
+
+
+def mirrored(devices=None):
+    tf.distribute.MirroredStrategy._collective_key_base = next(_key_bases)
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _local_devices():
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [d.name for d in gpus]
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def make_strategy(name, tpu=None):
+    """`default`: Mirrored over all local devices when there are several, else one device."""
+    if name == "default":
+        name = "mirrored" if len(_local_devices()) > 1 else "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(_local_devices()[0])
+    if name == "mirrored":
+        return mirrored(_local_devices())
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints, summaries and results."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0
+                                                         and "chief" not in
+                                                         resolver.cluster_spec().as_dict())

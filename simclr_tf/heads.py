@@ -1,0 +1,86 @@
+"""Projection head and the supervised (linear) head.
+
+The projection head maps the representation h to z. Its hidden outputs are kept so a
+classifier can fine-tune from head layer k, as SimCLRv2 does (k = 0 is h itself).
+"""
+
+import keras
+from keras import layers
+
+BN_EPSILON = 1e-5
+
+
+class DenseBN(layers.Layer):
+    """Dense without bias + BN (+ ReLU); BN's beta plays the bias where wanted."""
+
+    def __init__(self, units, relu, center=True, sync_bn=False, bn_momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.relu, self.center = units, relu, center
+        self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
+        self.dense = layers.Dense(units, use_bias=False,
+                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
+        self.bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
+                                            center=center, synchronized=sync_bn)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.bn.build((*input_shape[:-1], self.units))
+
+    def call(self, x, training=None):
+        x = self.bn(self.dense(x), training=training)
+        return keras.ops.relu(x) if self.relu else x
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "relu": self.relu,
+                "center": self.center, "sync_bn": self.sync_bn, "bn_momentum": self.bn_momentum}
+
+
+class ProjectionHead(layers.Layer):
+    """`nonlinear` (n layers, hidden width = input width), `linear`, or `none`.
+
+    Returns the list [h, layer1, ..., layer_n]; the last entry is z.
+    """
+
+    def __init__(self, mode="nonlinear", num_layers=3, out_dim=128, sync_bn=False,
+                 bn_momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("nonlinear", "linear", "none"):
+            raise ValueError(f"proj_head_mode must be nonlinear, linear or none, got {mode!r}")
+        if mode == "nonlinear" and num_layers < 1:
+            raise ValueError(f"a nonlinear head needs num_proj_layers >= 1, got {num_layers}")
+        self.mode, self.num_layers, self.out_dim = mode, num_layers, out_dim
+        self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
+        self.layers_ = []
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        kw = dict(sync_bn=self.sync_bn, bn_momentum=self.bn_momentum)
+        if self.mode == "linear":
+            self.layers_ = [DenseBN(self.out_dim, relu=False, center=False, **kw)]
+        elif self.mode == "nonlinear":
+            self.layers_ = [DenseBN(width, relu=True, **kw) for _ in range(self.num_layers - 1)]
+            self.layers_.append(DenseBN(self.out_dim, relu=False, center=False, **kw))
+        for layer in self.layers_:
+            layer.build(input_shape)
+            input_shape = (*input_shape[:-1], layer.units)
+
+    def call(self, h, training=None):
+        outputs = [h]
+        for layer in self.layers_:
+            outputs.append(layer(outputs[-1], training=training))
+        return outputs
+
+    @property
+    def num_outputs(self):
+        return {"none": 1, "linear": 2, "nonlinear": self.num_layers + 1}[self.mode]
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "num_layers": self.num_layers,
+                "out_dim": self.out_dim, "sync_bn": self.sync_bn,
+                "bn_momentum": self.bn_momentum}
+
+
+def linear_head(num_classes, name="linear_head", zero_init=True):
+    """Logits layer; zero-initialised as in the reference fine-tuning code."""
+    init = "zeros" if zero_init else keras.initializers.RandomNormal(stddev=0.01)
+    return layers.Dense(num_classes, kernel_initializer=init, name=name)

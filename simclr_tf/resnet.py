@@ -1,0 +1,165 @@
+"""ResNet v1 encoders (18-200), width multipliers, CIFAR stem, selective kernels.
+
+Built with the Keras functional API from plain arguments; the model maps
+`[B, H, W, 3]` images in [0, 1] to a dict of named endpoints, `final_avg_pool` being
+the representation h. The SK variant (SimCLRv2) uses selective-kernel 3x3 convs and
+ResNet-D stem and shortcuts.
+"""
+
+import keras
+from keras import layers, ops
+
+BLOCKS = {  # depth -> (bottleneck?, blocks per group)
+    18: (False, (2, 2, 2, 2)),
+    34: (False, (3, 4, 6, 3)),
+    50: (True, (3, 4, 6, 3)),
+    101: (True, (3, 4, 23, 3)),
+    152: (True, (3, 8, 36, 3)),
+    200: (True, (3, 24, 36, 3)),
+}
+BN_EPSILON = 1e-5
+SK_MIN_DIM = 32
+
+
+class _Builder:
+    """Holds the per-model settings so block functions take only shapes."""
+
+    def __init__(self, sk_ratio, sync_bn, bn_momentum):
+        self.sk_ratio = sk_ratio
+        self.sync_bn = sync_bn
+        self.bn_momentum = bn_momentum
+
+    def bn(self, x, relu=True, zero_gamma=False, name=None):
+        x = layers.BatchNormalization(
+            momentum=self.bn_momentum, epsilon=BN_EPSILON, synchronized=self.sync_bn,
+            gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
+        return layers.ReLU()(x) if relu else x
+
+    def conv(self, x, filters, kernel_size, strides=1):
+        """Conv whose padding depends only on the kernel, not the input size."""
+        if strides > 1:
+            pad = kernel_size - 1
+            x = layers.ZeroPadding2D(((pad // 2, pad - pad // 2),) * 2)(x)
+        return layers.Conv2D(filters, kernel_size, strides,
+                             padding="same" if strides == 1 else "valid", use_bias=False,
+                             kernel_initializer="variance_scaling")(x)
+
+    def conv3x3(self, x, filters, strides):
+        """BN-ReLU'd 3x3 conv, selective-kernel when sk_ratio > 0."""
+        if self.sk_ratio <= 0:
+            return self.bn(self.conv(x, filters, 3, strides))
+        return SelectiveKernel(filters, strides, self.sk_ratio, self.sync_bn,
+                               self.bn_momentum)(x)
+
+    def shortcut(self, x, filters, strides):
+        if self.sk_ratio > 0 and strides > 1:  # ResNet-D: average pool, then 1x1.
+            x = layers.AveragePooling2D(2, strides, padding="same")(x)
+            strides = 1
+        return self.bn(self.conv(x, filters, 1, strides), relu=False)
+
+    def basic_block(self, x, filters, strides, project):
+        shortcut = self.shortcut(x, filters, strides) if project else x
+        x = self.conv3x3(x, filters, strides)
+        x = self.bn(self.conv(x, filters, 3), relu=False, zero_gamma=True)
+        return layers.ReLU()(layers.Add()([x, shortcut]))
+
+    def bottleneck_block(self, x, filters, strides, project):
+        shortcut = self.shortcut(x, 4 * filters, strides) if project else x
+        x = self.bn(self.conv(x, filters, 1))
+        x = self.conv3x3(x, filters, strides)
+        x = self.bn(self.conv(x, 4 * filters, 1), relu=False, zero_gamma=True)
+        return layers.ReLU()(layers.Add()([x, shortcut]))
+
+    def stem(self, x, filters, cifar_stem):
+        if cifar_stem:
+            return self.bn(self.conv(x, filters, 3, 1))
+        if self.sk_ratio > 0:  # ResNet-D stem: three 3x3 convs.
+            x = self.bn(self.conv(x, filters // 2, 3, 2))
+            x = self.bn(self.conv(x, filters // 2, 3, 1))
+            x = self.bn(self.conv(x, filters, 3, 1))
+        else:
+            x = self.bn(self.conv(x, filters, 7, 2))
+        return layers.MaxPooling2D(3, 2, padding="same")(x)
+
+
+class SelectiveKernel(layers.Layer):
+    """SK conv (SimCLRv2): two 3x3 paths mixed by a softmax over global context."""
+
+    def __init__(self, filters, strides, sk_ratio, sync_bn=False, bn_momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.strides, self.sk_ratio = filters, strides, sk_ratio
+        self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
+        self._pad = layers.ZeroPadding2D(1) if strides > 1 else None
+        self.conv = layers.Conv2D(2 * filters, 3, strides, use_bias=False,
+                                  padding="valid" if strides > 1 else "same",
+                                  kernel_initializer="variance_scaling")
+        self.bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
+                                            synchronized=sync_bn)
+        mid = max(int(filters * sk_ratio), SK_MIN_DIM)
+        self.squeeze = layers.Conv2D(mid, 1, use_bias=False, kernel_initializer="variance_scaling")
+        self.squeeze_bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
+                                                    synchronized=sync_bn)
+        self.expand = layers.Conv2D(2 * filters, 1, use_bias=False,
+                                    kernel_initializer="variance_scaling")
+
+    def call(self, x, training=None):
+        if self._pad is not None:
+            x = self._pad(x)
+        x = ops.relu(self.bn(self.conv(x), training=training))
+        paths = ops.stack(ops.split(x, 2, axis=-1))  # [2, B, H, W, C]
+        context = ops.mean(ops.sum(paths, axis=0), axis=(1, 2), keepdims=True)
+        context = ops.relu(self.squeeze_bn(self.squeeze(context), training=training))
+        mixing = ops.stack(ops.split(self.expand(context), 2, axis=-1))
+        mixing = ops.softmax(mixing, axis=0)
+        return ops.sum(paths * mixing, axis=0)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+                "sk_ratio": self.sk_ratio, "sync_bn": self.sync_bn,
+                "bn_momentum": self.bn_momentum}
+
+
+def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
+           input_shape=(None, None, 3), sync_bn=False, bn_momentum=0.9, name=None):
+    """ResNet v1 encoder returning a dict of endpoints.
+
+    Endpoints: `initial_conv`, `block_group1..4` and `final_avg_pool` (the [B, C]
+    representation). `width_multiplier` may be fractional (e.g. 0.25 for CPU runs).
+    """
+    if depth not in BLOCKS:
+        raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
+    if width_multiplier <= 0:
+        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+    if sk_ratio < 0:
+        raise ValueError(f"sk_ratio must be >= 0, got {sk_ratio}")
+    bottleneck, counts = BLOCKS[depth]
+    builder = _Builder(sk_ratio, sync_bn, bn_momentum)
+    block = builder.bottleneck_block if bottleneck else builder.basic_block
+    expansion = 4 if bottleneck else 1
+
+    def width(base):
+        return max(int(base * width_multiplier), 1)
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    endpoints = {}
+    x = builder.stem(inputs, width(64), cifar_stem)
+    endpoints["initial_conv"] = x
+    in_channels = width(64)
+    for group, (count, base, strides) in enumerate(
+            zip(counts, (64, 128, 256, 512), (1, 2, 2, 2)), start=1):
+        filters = width(base)
+        for i in range(count):
+            stride = strides if i == 0 else 1
+            project = i == 0 and (stride > 1 or in_channels != filters * expansion)
+            x = block(x, filters, stride, project)
+            in_channels = filters * expansion
+        endpoints[f"block_group{group}"] = x
+    endpoints["final_avg_pool"] = layers.GlobalAveragePooling2D(name="final_avg_pool")(x)
+    name = name or f"resnet{depth}_w{width_multiplier:g}" + ("_sk" if sk_ratio > 0 else "")
+    return keras.Model(inputs, endpoints, name=name)
+
+
+def representation_dim(depth, width_multiplier=1.0):
+    """Channels of `final_avg_pool`."""
+    bottleneck, _ = BLOCKS[depth]
+    return max(int(512 * width_multiplier), 1) * (4 if bottleneck else 1)

@@ -1,0 +1,32 @@
+"""Test setup: split the CPU into logical devices before TensorFlow initialises.
+
+Multi-replica tests (MirroredStrategy over 2 or 4 replicas) then run on any machine.
+"""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+NUM_LOGICAL_CPUS = 4
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(NUM_LOGICAL_CPUS)])
+
+
+def cpu_devices(n):
+    return [f"/cpu:{i}" for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def cifar_data_dir():
+    """The prepared CIFAR-10 in ../shared/data/tfds, read the way a user reads TFDS."""
+    if not (SHARED_TFDS / "cifar10").is_dir():
+        pytest.fail(f"prepared CIFAR-10 not found under {SHARED_TFDS}")
+    return str(SHARED_TFDS)

@@ -1,0 +1,116 @@
+"""Contrastive losses against numpy formulas, and replica-count invariance."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import cpu_devices
+from simclr_tf import distributed, losses
+
+
+def _normalize(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _numpy_pairs(z1, z2, temperature):
+    """The paper's setting: 2N views, view k's positive is its pair, self excluded."""
+    z = _normalize(np.concatenate([z1, z2]).astype(np.float64))
+    n = len(z1)
+    sim = z @ z.T / temperature
+    positive = np.concatenate([np.arange(n) + n, np.arange(n)])
+    return sim, positive
+
+
+def numpy_nt_xent(z1, z2, temperature):
+    sim, positive = _numpy_pairs(z1, z2, temperature)
+    total = 0.0
+    for i in range(len(sim)):
+        others = [j for j in range(len(sim)) if j != i]
+        denominator = np.sum(np.exp(sim[i, others]))
+        total += -np.log(np.exp(sim[i, positive[i]]) / denominator)
+    return total / len(sim)
+
+
+def _data(n=6, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
+def test_nt_xent_matches_numpy(temperature):
+    z1, z2 = _data()
+    loss, metrics = losses.nt_xent(z1, z2, temperature)
+    assert float(loss) == pytest.approx(numpy_nt_xent(z1, z2, temperature), rel=1e-5)
+    cross = _normalize(z1) @ _normalize(z2).T / temperature
+    expected_acc = np.mean(np.argmax(cross, axis=1) == np.arange(len(z1)))
+    assert float(metrics["contrast_acc"]) == pytest.approx(expected_acc)
+    p = np.exp(cross - cross.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    entropy = -np.mean(np.sum(p * np.log(p + 1e-8), axis=1))
+    assert float(metrics["contrast_entropy"]) == pytest.approx(entropy, rel=1e-4)
+
+
+def test_perfect_views_give_low_loss_and_full_accuracy():
+    z = np.eye(8, dtype=np.float32)
+    loss, metrics = losses.nt_xent(z, z, 0.1)
+    assert float(metrics["contrast_acc"]) == 1.0
+    assert float(loss) < numpy_nt_xent(*_data(8, 8), 0.1)
+
+
+def test_nt_logistic_and_margin_triplet_match_numpy():
+    z1, z2 = _data()
+    t, margin = 0.5, 0.7
+    sim, positive = _numpy_pairs(z1, z2, t)
+    logistic, triplet = [], []
+    for i in range(len(sim)):
+        negatives = [j for j in range(len(sim)) if j not in (i, positive[i])]
+        pos = sim[i, positive[i]]
+        logistic.append(-np.log(1 / (1 + np.exp(-pos)))
+                        - np.mean(np.log(1 / (1 + np.exp(sim[i, negatives])))))
+        raw = sim[i] * t
+        triplet.append(np.mean(np.maximum(raw[negatives] - raw[positive[i]] + margin, 0)))
+    assert float(losses.nt_logistic(z1, z2, t)[0]) == pytest.approx(np.mean(logistic), rel=1e-5)
+    assert float(losses.margin_triplet(z1, z2, t, margin=margin)[0]) == pytest.approx(
+        np.mean(triplet), rel=1e-5)
+
+
+def _loss_and_grads_on(strategy, x1, x2, kernel, temperature=0.2):
+    """Global loss and summed gradients, computed the way the train step does."""
+    replicas = strategy.num_replicas_in_sync
+    n = len(x1) // replicas
+    with strategy.scope():
+        w = tf.Variable(kernel)
+
+    def shard(x):
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(x[ctx.replica_id_in_sync_group * n:
+                                      (ctx.replica_id_in_sync_group + 1) * n]))
+
+    def step(a, b):
+        with tf.GradientTape() as tape:
+            loss, _ = losses.nt_xent(a @ w, b @ w, temperature)
+            scaled = loss / replicas
+        grad = tape.gradient(scaled, w)
+        ctx = tf.distribute.get_replica_context()
+        return (ctx.all_reduce(tf.distribute.ReduceOp.SUM, scaled),
+                ctx.all_reduce(tf.distribute.ReduceOp.SUM, grad))
+
+    loss, grad = strategy.run(tf.function(step), args=(shard(x1), shard(x2)))
+    first = lambda v: strategy.experimental_local_results(v)[0].numpy()  # noqa: E731
+    return first(loss), first(grad)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+def test_loss_and_gradients_do_not_depend_on_replica_count(replicas):
+    rng = np.random.default_rng(1)
+    x1 = rng.normal(size=(8, 6)).astype(np.float32)
+    x2 = rng.normal(size=(8, 6)).astype(np.float32)
+    kernel = rng.normal(size=(6, 4)).astype(np.float32)
+    w = tf.Variable(kernel)
+    with tf.GradientTape() as tape:
+        single_loss, _ = losses.nt_xent(x1 @ w, x2 @ w, 0.2)
+    single_grad = tape.gradient(single_loss, w).numpy()
+    strategy = distributed.mirrored(cpu_devices(replicas))
+    loss, grad = _loss_and_grads_on(strategy, x1, x2, kernel)
+    assert loss == pytest.approx(float(single_loss), abs=1e-5)
+    np.testing.assert_allclose(grad, single_grad, atol=1e-5)
