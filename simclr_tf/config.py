@@ -20,6 +20,10 @@ JITTER_VERSIONS = ("v1", "v2")
 RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)
 
 
+class ConfigError(ValueError):
+    """A bad flag value or combination, described in one line."""
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Parameters of the pretraining views (defaults: the paper's ImageNet setting)."""
@@ -134,3 +138,14 @@ def field_names() -> set:
     for section in dataclasses.fields(Config):
         names.update(f.name for f in dataclasses.fields(section.type))
     return names
+
+
+def from_dict(values: dict) -> Config:
+    """Inverse of `dataclasses.asdict` (as in a run's config.json); lists become tuples."""
+    sections = {}
+    for section in dataclasses.fields(Config):
+        raw = values.get(section.name, {})
+        known = {f.name for f in dataclasses.fields(section.type)}
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+        sections[section.name] = section.type(**fields)
+    return Config(**sections)

@@ -21,9 +21,9 @@ def split_cpu(num_devices):
     try:
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
-    except RuntimeError as error:  # TF already initialised: keep what exists.
+    except RuntimeError as error:  # TF already initialised: enough devices will do.
         existing = len(tf.config.list_logical_devices("CPU"))
-        if existing != num_devices:
+        if existing < num_devices:
             raise RuntimeError(
                 f"cannot split the CPU into {num_devices} devices after TensorFlow started "
                 f"({existing} exist)") from error
@@ -34,21 +34,24 @@ def mirrored(devices=None):
     return tf.distribute.MirroredStrategy(devices)
 
 
-def _local_devices():
+def _local_devices(limit=0):
     gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        return [d.name for d in gpus]
-    return [d.name for d in tf.config.list_logical_devices("CPU")]
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return devices[:limit] if limit > 0 else devices
 
 
-def make_strategy(name, tpu=None):
-    """`default`: Mirrored over all local devices when there are several, else one device."""
+def make_strategy(name, tpu=None, num_devices=0):
+    """`default`: Mirrored over the local devices when there are several, else one device.
+
+    `num_devices` > 0 uses only the first that many local devices.
+    """
+    devices = _local_devices(num_devices)
     if name == "default":
-        name = "mirrored" if len(_local_devices()) > 1 else "one_device"
+        name = "mirrored" if len(devices) > 1 else "one_device"
     if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(_local_devices()[0])
+        return tf.distribute.OneDeviceStrategy(devices[0])
     if name == "mirrored":
-        return mirrored(_local_devices())
+        return mirrored(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable")

@@ -143,7 +143,7 @@ def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
     inputs = keras.Input(shape=input_shape, name="images")
     endpoints = {}
     x = builder.stem(inputs, width(64), cifar_stem)
-    endpoints["initial_conv"] = x
+    x = endpoints["initial_conv"] = layers.Identity(name="initial_conv")(x)
     in_channels = width(64)
     for group, (count, base, strides) in enumerate(
             zip(counts, (64, 128, 256, 512), (1, 2, 2, 2)), start=1):
@@ -153,7 +153,8 @@ def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
             project = i == 0 and (stride > 1 or in_channels != filters * expansion)
             x = block(x, filters, stride, project)
             in_channels = filters * expansion
-        endpoints[f"block_group{group}"] = x
+        # Named identity layers mark the endpoints, so callers can freeze "up to" one.
+        x = endpoints[f"block_group{group}"] = layers.Identity(name=f"block_group{group}")(x)
     endpoints["final_avg_pool"] = layers.GlobalAveragePooling2D(name="final_avg_pool")(x)
     name = name or f"resnet{depth}_w{width_multiplier:g}" + ("_sk" if sk_ratio > 0 else "")
     return keras.Model(inputs, endpoints, name=name)
@@ -163,3 +164,10 @@ def representation_dim(depth, width_multiplier=1.0):
     """Channels of `final_avg_pool`."""
     bottleneck, _ = BLOCKS[depth]
     return max(int(512 * width_multiplier), 1) * (4 if bottleneck else 1)
+
+
+def freeze_through(encoder, endpoint):
+    """Makes every layer up to and including `endpoint` non-trainable (BN frozen too)."""
+    stop = encoder.layers.index(encoder.get_layer(endpoint))
+    for layer in encoder.layers[:stop + 1]:
+        layer.trainable = False

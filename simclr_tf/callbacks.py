@@ -1,0 +1,134 @@
+"""Keras callbacks for long runs: atomic checkpoints, exact stop step, monitors.
+
+Training runs as `fit` "epochs" of `checkpoint_steps` steps; a checkpoint is written
+at the end of each, so a rerun resumes at the last one (optimizer state and step
+included) and `StopAtStep` ends exactly at the requested step.
+"""
+
+import os
+import shutil
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from simclr_tf import knn
+
+
+class CheckpointManager:
+    """`tf.train.CheckpointManager` that is safe to kill at any moment.
+
+    TF writes checkpoint data under temporary names and updates the `checkpoint`
+    index file atomically after the data is complete, so a kill mid-save leaves the
+    previous checkpoint as the latest one. In a multi-worker run every worker saves
+    (the save may need collectives) but only the chief keeps its files.
+    """
+
+    def __init__(self, items, directory, max_to_keep=3, is_chief=True, worker_id=0):
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.is_chief = is_chief
+        self.directory = directory if is_chief else os.path.join(
+            directory, f".worker_tmp_{worker_id}")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                  max_to_keep=max_to_keep)
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self):
+        """Restores the newest checkpoint; returns its path or None."""
+        path = self.manager.latest_checkpoint
+        if path:
+            self.checkpoint.restore(path).expect_partial()
+            logging.info("Resumed from %s", path)
+        return path
+
+    def save(self, step):
+        path = self.manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return path
+
+
+def restore_parts(items, path):
+    """Initialises the given objects (e.g. encoder, projection head) from a checkpoint."""
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"no checkpoint in {path}")
+        path = latest
+    status = tf.train.Checkpoint(**items).read(path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+    return path
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+    def __init__(self, manager):
+        super().__init__()
+        self.manager = manager
+        self.last_saved = None
+
+    def _save(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step != self.last_saved:
+            self.manager.save(step)
+            self.last_saved = step
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save()
+
+    def on_train_end(self, logs=None):
+        self._save()
+
+
+class StopAtStep(keras.callbacks.Callback):
+    def __init__(self, total_steps):
+        super().__init__()
+        self.total_steps = total_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+            self.model.stop_training = True
+
+
+class KnnMonitor(keras.callbacks.Callback):
+    """Adds `knn_acc` to the epoch logs every `every_epochs` fit epochs."""
+
+    def __init__(self, bank_dataset_fn, query_dataset_fn, num_classes, every_epochs,
+                 k=200, temperature=0.1):
+        super().__init__()
+        self.bank_dataset_fn = bank_dataset_fn
+        self.query_dataset_fn = query_dataset_fn
+        self.num_classes = num_classes
+        self.every_epochs = max(1, int(every_epochs))
+        self.k, self.temperature = k, temperature
+        self.last = None
+
+    def evaluate(self):
+        start = time.time()
+        self.last = knn.knn_accuracy(self.model.encoder, self.bank_dataset_fn(),
+                                     self.query_dataset_fn(), self.num_classes, self.k,
+                                     self.temperature)
+        logging.info("kNN accuracy %.4f (%.1fs)", self.last, time.time() - start)
+        return self.last
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_epochs == 0 and logs is not None:
+            logs["knn_acc"] = self.evaluate()
+
+
+class SkippedImages(keras.callbacks.Callback):
+    """Reports how many corrupt or unreadable images the input pipeline skipped."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["skipped_images"] = self.counter.value
+        if self.counter.value:
+            logging.warning("%d unreadable images skipped so far", self.counter.value)

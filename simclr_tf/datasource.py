@@ -1,0 +1,61 @@
+"""The common shape of every data source, and the one error type users see.
+
+A source yields `{"image": uint8 [H, W, 3], "label": int64}` (label -1 when the data
+has none) and knows its split sizes and class count, so the pipeline, the models and
+the CLI never care whether it reads TFDS, an image folder or TFRecord files.
+"""
+
+import dataclasses
+from typing import Callable, Mapping, Optional
+
+import tensorflow as tf
+
+
+class DataError(ValueError):
+    """Bad or missing input data, described in one line for the user."""
+
+
+class SkipCounter:
+    """Counts images that failed to decode and were skipped.
+
+    Created before any strategy scope so its variable lives on the host, where the
+    input pipeline increments it.
+    """
+
+    def __init__(self):
+        with tf.init_scope():
+            self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_images")
+
+    def count(self, ok):
+        return self.variable.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+
+    @property
+    def value(self):
+        return int(self.variable.numpy())
+
+
+@dataclasses.dataclass
+class Source:
+    name: str
+    num_classes: int  # 0 when unlabeled
+    split_sizes: Mapping[str, int]
+    # (split, shuffle_files) -> dataset of {"image", "label"}
+    load_fn: Callable[[str, bool], tf.data.Dataset]
+    skipped: Optional[SkipCounter] = None  # sources that decode files count failures
+
+    def check_split(self, split):
+        if split not in self.split_sizes:
+            raise DataError(f"{self.name}: no split {split!r}; available: "
+                            f"{', '.join(sorted(self.split_sizes))}")
+
+    def load(self, split, shuffle_files=False):
+        self.check_split(split)
+        return self.load_fn(split, shuffle_files)
+
+    def num_examples(self, split):
+        self.check_split(split)
+        return self.split_sizes[split]
+
+    @property
+    def labeled(self):
+        return self.num_classes > 0

@@ -1,0 +1,122 @@
+"""SavedModel export: serving signatures and a TF Hub (TF2) feature-vector module.
+
+One directory serves both uses:
+- signatures `serving_default` (float images in [0, 1], `[batch, H, W, 3]`) and
+  `serving_bytes` (encoded JPEG/PNG/BMP/GIF strings, decoded and eval-preprocessed in
+  the graph) return a dict with stable keys: `final_avg_pool`, `block_group1..4`, and
+  `proj_head_output` and/or `logits`/`probabilities` when the model has them;
+  `features_training` is the same as `serving_default` with BN in training mode, for
+  `keras.layers.TFSMLayer(..., call_training_endpoint="features_training")`;
+- the TF Hub reusable-SavedModel API: `__call__(images, training=False)` returning the
+  representation `[batch, C]`, plus `variables`, `trainable_variables` and
+  `regularization_losses`, so `hub.load` and `hub.KerasLayer(path, trainable=True)` work.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from simclr_tf import augment, builders, callbacks
+from simclr_tf import config as config_lib
+
+ENDPOINT_KEYS = ("final_avg_pool", "block_group1", "block_group2", "block_group3",
+                 "block_group4", "proj_head_output", "logits", "probabilities")
+
+
+def _outputs(model, images, training):
+    out = model(images, training=training)
+    return {k: tf.cast(out[k], tf.float32) for k in ENDPOINT_KEYS if k in out}
+
+
+class ExportModule(tf.Module):
+    """Wraps a built model; every function here is saved with a fixed signature."""
+
+    def __init__(self, model, image_size):
+        super().__init__(name="simclr")
+        self.model = model
+        self.image_size = image_size
+        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+        self.serve = tf.function(lambda images: _outputs(self.model, images, False),
+                                 input_signature=[spec])
+        self.features_training = tf.function(lambda images: _outputs(self.model, images, True),
+                                             input_signature=[spec])
+        self.serve_bytes = tf.function(self._serve_bytes, input_signature=[
+            tf.TensorSpec([None], tf.string, name="encoded_images")])
+        self.__call__ = tf.function(self._call)
+        # The TF Hub reusable-SavedModel attributes.
+        self.variables = list(model.variables)
+        self.trainable_variables = list(model.trainable_variables)
+        self.regularization_losses = []
+
+    def _serve_bytes(self, encoded):
+        size = self.image_size
+
+        def preprocess(contents):
+            image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+            return augment.eval_view(image, size, size)
+
+        images = tf.map_fn(preprocess, encoded,
+                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        return _outputs(self.model, images, False)
+
+    def _call(self, images, training=False):
+        return tf.cast(self.model(images, training=training)["final_avg_pool"], tf.float32)
+
+    def trace_hub_call(self):
+        spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)
+        for training in (False, True):
+            self.__call__.get_concrete_function(spec, training)
+
+
+def export_saved_model(model, image_size, export_dir):
+    """Writes the SavedModel to `export_dir` atomically (temp dir, then rename)."""
+    module = ExportModule(model, image_size)
+    module.trace_hub_call()
+    signatures = {"serving_default": module.serve, "serving_bytes": module.serve_bytes,
+                  "features_training": module.features_training}
+    tmp = export_dir.rstrip("/") + f".tmp-{os.getpid()}"
+    if tf.io.gfile.exists(tmp):
+        tf.io.gfile.rmtree(tmp)
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    if tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rmtree(export_dir)
+    tf.io.gfile.rename(tmp, export_dir)
+    return export_dir
+
+
+def _run_config(model_dir):
+    path = os.path.join(model_dir, "config.json")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {model_dir} a simclr_tf run?")
+    with tf.io.gfile.GFile(path) as f:
+        return config_lib.from_dict(json.load(f))
+
+
+def export_from_config(config):
+    """Exports the latest checkpoint of `config.run.model_dir` (any kind of run)."""
+    model_dir = config.run.model_dir
+    run_config = _run_config(model_dir)
+    checkpoint = tf.train.latest_checkpoint(model_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint in {model_dir}")
+    names = {name.split("/")[0] for name, _ in tf.train.list_variables(checkpoint)}
+    if run_config.run.mode == "pretrain":
+        num_classes = (_checkpoint_classes(checkpoint, "probe") if "probe" in names else 0)
+        model = builders.pretrain_model(run_config, num_classes)
+    else:
+        model = builders.classifier_model(run_config,
+                                          _checkpoint_classes(checkpoint, "linear_head"))
+    parts = {k: v for k, v in builders.checkpoint_items(model).items() if k != "optimizer"}
+    callbacks.restore_parts(parts, checkpoint)
+    export_dir = config.run.export_dir or os.path.join(model_dir, "export")
+    export_saved_model(model, run_config.data.image_size, export_dir)
+    return {"export_dir": export_dir, "checkpoint": checkpoint,
+            "image_size": run_config.data.image_size}
+
+
+def _checkpoint_classes(checkpoint, head):
+    for name, shape in tf.train.list_variables(checkpoint):
+        if name.startswith(head + "/") and len(shape) == 1 and "OPTIMIZER" not in name:
+            return shape[0]
+    raise ValueError(f"{checkpoint} has no {head} bias")

@@ -1,0 +1,171 @@
+"""Image folders and TFRecord files as sources, with corrupt images skipped and counted.
+
+Folder layout: images anywhere below the root (unlabeled), or one sub-folder per class
+(labels from the sorted folder names). A root holding `train/`, `test/`, `val/` or
+`validation/` folders gets those as splits; otherwise everything is split `train`.
+
+TFRecord feature spec (written by `tools/images_to_tfrecord.py`):
+  image/encoded      bytes   JPEG/PNG/BMP/GIF file contents        (required)
+  image/class/label  int64   class index; absent or -1 = unlabeled (optional)
+A spec may contain `{split}`, e.g. `tfrecord:/data/{split}-*.tfrecord`; without it
+the files form split `train`. Class count: the largest label + 1, read once at open.
+"""
+
+import os
+
+import tensorflow as tf
+
+from simclr_tf.datasource import DataError, SkipCounter, Source
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+SPLIT_DIRS = ("train", "test", "val", "validation")
+FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+}
+
+
+
+def decode(contents):
+    """Any of JPEG/PNG/BMP/GIF to uint8 RGB; grayscale, RGBA and palettes converted."""
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def _load_image(item, is_path):
+    return decode(tf.io.read_file(item) if is_path else item)
+
+
+def decode_skipping_errors(item, label, counter, is_path=False):
+    """One element per input: the decoded image, or none if decoding fails (counted).
+
+    With `is_path`, reading happens here too, so a file deleted mid-run is skipped
+    like a corrupt one.
+    """
+    good = (tf.data.Dataset.from_tensors(item).map(lambda x: _load_image(x, is_path))
+            .ignore_errors()
+            .map(lambda image: (image, True)))
+    bad = tf.data.Dataset.from_tensors((tf.zeros([1, 1, 3], tf.uint8), False))
+    first = good.concatenate(bad).take(1)
+    return (first.map(lambda image, ok: (image, ok, counter.count(ok)))
+            .filter(lambda image, ok, _: ok)
+            .map(lambda image, ok, _: {"image": image, "label": label}))
+
+
+def _decoded(records, strict, counter, is_path=False):
+    """(contents or path, label) records -> {"image", "label"}, decoded in parallel."""
+    if strict:
+        return records.map(lambda x, y: {"image": _load_image(x, is_path), "label": y},
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    return records.interleave(lambda x, y: decode_skipping_errors(x, y, counter, is_path),
+                              cycle_length=16, block_length=1,
+                              num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# --- Folders ------------------------------------------------------------------------
+
+
+def _list_images(root):
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                     if f.lower().endswith(IMAGE_EXTENSIONS))
+    return found
+
+
+def _scan_split(root, classes):
+    """(paths, labels) of one split; labels are -1 without class folders."""
+    paths = _list_images(root)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    if classes is None:
+        return paths, [-1] * len(paths)
+    index = {name: i for i, name in enumerate(classes)}
+    labels = []
+    for path in paths:
+        top = os.path.relpath(path, root).split(os.sep)[0]
+        labels.append(index.get(top, -1))
+    return paths, labels
+
+
+def _class_names(root):
+    """Sorted class folder names, or None when some image lies directly in `root`."""
+    entries = sorted(os.listdir(root))
+    if any(e.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, e))
+           for e in entries):
+        return None
+    dirs = [e for e in entries if os.path.isdir(os.path.join(root, e))]
+    return dirs or None
+
+
+def folder_source(root, strict=False):
+    root = os.path.expanduser(root)
+    if not os.path.isdir(root):
+        raise DataError(f"image folder not found: {root}")
+    split_roots = {s: os.path.join(root, s) for s in SPLIT_DIRS
+                   if os.path.isdir(os.path.join(root, s))}
+    if not split_roots:
+        split_roots = {"train": root}
+    classes = _class_names(split_roots.get("train", next(iter(split_roots.values()))))
+    listing = {split: _scan_split(path, classes) for split, path in split_roots.items()}
+    counter = SkipCounter()
+
+    def load(split, shuffle_files):
+        paths, labels = listing[split]
+        records = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int64)))
+        if shuffle_files:
+            records = records.shuffle(len(paths), reshuffle_each_iteration=True)
+        return _decoded(records, strict, counter, is_path=True)
+
+    sizes = {split: len(paths) for split, (paths, _) in listing.items()}
+    return Source(f"folder:{root}", len(classes or []), sizes, load, counter)
+
+
+# --- TFRecords ----------------------------------------------------------------------
+
+
+def tfrecord_source(pattern, strict=False):
+    pattern = os.path.expanduser(pattern)
+    if "{split}" in pattern:
+        splits = {}
+        for split in SPLIT_DIRS:
+            files = sorted(tf.io.gfile.glob(pattern.format(split=split)))
+            if files:
+                splits[split] = files
+    else:
+        files = sorted(tf.io.gfile.glob(pattern))
+        splits = {"train": files} if files else {}
+    if not splits:
+        raise DataError(f"no TFRecord files match {pattern}")
+
+    def parse(serialized):
+        example = tf.io.parse_single_example(serialized, FEATURES)
+        return example["image/encoded"], example["image/class/label"]
+
+    # One pass over the labels (not the images) to size splits and count classes.
+    sizes, max_label = {}, -1
+    for split, files in splits.items():
+        count = 0
+        label_only = {"image/class/label": FEATURES["image/class/label"]}
+        try:
+            labels = tf.data.TFRecordDataset(files).map(
+                lambda s: tf.io.parse_single_example(s, label_only)["image/class/label"])
+            for batch in labels.batch(4096):
+                count += int(batch.shape[0])
+                max_label = max(max_label, int(tf.reduce_max(batch)))
+        except tf.errors.OpError as error:
+            raise DataError(f"cannot read TFRecords {files[0]}...: "
+                            f"{error.message.splitlines()[0]}") from None
+        sizes[split] = count
+    counter = SkipCounter()
+
+    def load(split, shuffle_files):
+        files = tf.data.Dataset.from_tensor_slices(splits[split])
+        if shuffle_files:
+            files = files.shuffle(len(splits[split]))
+        records = files.interleave(tf.data.TFRecordDataset, cycle_length=8,
+                                   num_parallel_calls=tf.data.AUTOTUNE)
+        return _decoded(records.map(parse, num_parallel_calls=tf.data.AUTOTUNE), strict,
+                        counter)
+
+    return Source(f"tfrecord:{pattern}", max_label + 1, sizes, load, counter)

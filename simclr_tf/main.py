@@ -1,0 +1,228 @@
+"""Command line: `python -m simclr_tf.main --flagfile=flags/quickstart.cfg`.
+
+The only reader of absl FLAGS. One flag per config field, defined from the config
+dataclasses so the two cannot drift; values are checked here and bad ones rejected
+with a one-line reason before TensorFlow does any work.
+"""
+
+import dataclasses
+import sys
+import typing
+
+from absl import app, flags, logging
+
+from simclr_tf import config as cfg
+
+HELP = {
+    "mode": "What to run.",
+    "model_dir": "Where checkpoints, summaries, config.json and results.json go.",
+    "train_epochs": "Training length in epochs of the train split (unless train_steps > 0).",
+    "train_steps": "Training length in steps; overrides train_epochs when > 0.",
+    "checkpoint_steps": "Save a checkpoint every this many steps (also the progress-bar loop).",
+    "keep_checkpoints": "How many recent checkpoints to keep.",
+    "init_checkpoint": "Pretraining checkpoint (file prefix or directory) to start "
+                       "linear_eval / finetune from.",
+    "strategy": "default (all local devices), one_device, mirrored, multi_worker "
+                "(reads TF_CONFIG) or tpu.",
+    "num_logical_devices": "Use this many local devices; on a CPU-only host, split the CPU "
+                           "into that many logical devices (for testing).",
+    "tpu": "TPU address for --strategy=tpu.",
+    "precision": "float32, mixed_bfloat16 or mixed_float16.",
+    "jit_compile": "Compile the train step with XLA.",
+    "eval_steps": "Eval batches to use (0: the whole eval split).",
+    "knn_every_epochs": "Run the kNN monitor every this many epochs while pretraining (0: "
+                        "only at the end).",
+    "knn_k": "Neighbours for the kNN monitor.",
+    "knn_temperature": "Vote temperature for the kNN monitor.",
+    "knn_bank_size": "Train examples in the kNN feature bank.",
+    "summary_steps": "Write TensorBoard scalars every this many steps.",
+    "export_dir": "Where --mode=export writes (default: model_dir/export).",
+    "dataset": "A TFDS name (cifar10), folder:/path/to/images or tfrecord:/glob.",
+    "data_dir": "TFDS data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).",
+    "train_split": "Split to train on.",
+    "eval_split": "Split to evaluate on.",
+    "image_size": "Side of the square network input in pixels.",
+    "batch_size": "Global batch size (all replicas).",
+    "eval_batch_size": "Global eval batch size.",
+    "label_fraction": "Fraction of labels for finetune (class-balanced, e.g. 0.01, 0.1).",
+    "seed": "Seed for shuffling, augmentation and label subsets.",
+    "deterministic": "Make the input pipeline deterministic (slower).",
+    "cache": "Cache decoded examples in memory.",
+    "strict_decoding": "Fail on a corrupt image instead of skipping and counting it.",
+    "shuffle_buffer": "Examples in the shuffle buffer.",
+    "depth": "ResNet depth: 18, 34, 50, 101, 152 or 200.",
+    "width_multiplier": "ResNet width multiplier (fractional allowed).",
+    "sk_ratio": "Selective-kernel ratio (SimCLRv2 uses 0.0625); 0 disables.",
+    "cifar_stem": "3x3 stride-1 stem without max-pool (default: when image_size <= 32).",
+    "sync_bn": "Synchronise batch-norm statistics across replicas (global BN).",
+    "bn_momentum": "Batch-norm moving-average momentum.",
+    "proj_head_mode": "nonlinear, linear or none.",
+    "num_proj_layers": "Layers of the nonlinear projection head (v1: 2, v2: 3).",
+    "proj_out_dim": "Output width of the projection head.",
+    "ft_proj_selector": "Projection-head layer the classifier reads (0: the encoder output).",
+    "fine_tune_after_block": "Freeze the encoder up to this block group when fine-tuning "
+                             "(-1: train everything, 0: freeze the stem).",
+    "linear_probe": "Train a stop-gradient linear probe during pretraining.",
+    "crop": "Random resized crop.",
+    "area_range": "Crop area range, as a fraction of the image.",
+    "aspect_range": "Crop aspect-ratio range.",
+    "flip": "Random horizontal flip.",
+    "color_jitter_strength": "Colour jitter strength s.",
+    "color_jitter_prob": "Probability of colour jitter.",
+    "jitter_version": "v1 (additive brightness) or v2 (multiplicative).",
+    "grayscale_prob": "Probability of grayscale.",
+    "blur_prob": "Probability of Gaussian blur (0 for CIFAR).",
+    "rotation_prob": "Ablation: probability of a 90/180/270 rotation.",
+    "cutout_prob": "Ablation: probability of cutout.",
+    "noise_prob": "Ablation: probability of Gaussian noise.",
+    "sobel_prob": "Ablation: probability of Sobel filtering.",
+    "color_drop_prob": "Ablation: probability of colour drop.",
+    "loss": "nt_xent, nt_logistic or margin_triplet.",
+    "temperature": "Contrastive temperature.",
+    "hidden_norm": "L2-normalise projections before the loss.",
+    "margin": "Margin of the margin-triplet loss.",
+    "optimizer": "lars, momentum or adam.",
+    "learning_rate": "Base learning rate, before batch-size scaling.",
+    "lr_scaling": "linear (lr*B/256), sqrt (lr*sqrt(B)) or none.",
+    "warmup_epochs": "Linear warmup length in epochs.",
+    "weight_decay": "Weight decay (BN and biases excluded).",
+    "momentum": "Optimizer momentum.",
+}
+ENUMS = {
+    "mode": cfg.MODES, "strategy": cfg.STRATEGIES, "precision": cfg.PRECISIONS,
+    "optimizer": cfg.OPTIMIZERS, "lr_scaling": cfg.LR_SCALINGS,
+    "proj_head_mode": cfg.PROJ_HEAD_MODES, "loss": cfg.LOSSES,
+    "jitter_version": cfg.JITTER_VERSIONS,
+}
+SECTIONS = {f.name: f.type for f in dataclasses.fields(cfg.Config)}
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """One flag per config field, typed from the field's default."""
+    for section in SECTIONS.values():
+        for field in dataclasses.fields(section):
+            name, default = field.name, field.default
+            kw = dict(help=HELP[name], flag_values=flag_values)
+            if name in ENUMS:
+                flags.DEFINE_enum(name, default, ENUMS[name], **kw)
+            elif name == "cifar_stem":
+                flags.DEFINE_enum(name, "auto", ["auto", "true", "false"], **kw)
+            elif isinstance(default, bool):
+                flags.DEFINE_bool(name, default, **kw)
+            elif isinstance(default, int):
+                flags.DEFINE_integer(name, default, **kw)
+            elif isinstance(default, float):
+                flags.DEFINE_float(name, default, **kw)
+            elif isinstance(default, tuple):
+                flags.DEFINE_list(name, [f"{x:g}" for x in default], **kw)
+            else:
+                flags.DEFINE_string(name, default, **kw)
+
+
+def _value(field, raw):
+    if field.name == "cifar_stem":
+        return {"auto": None, "true": True, "false": False}[raw]
+    if isinstance(field.default, tuple):
+        try:
+            values = tuple(float(x) for x in raw)
+        except ValueError:
+            raise cfg.ConfigError(f"--{field.name} takes numbers, got {raw}") from None
+        if len(values) != 2 or values[0] > values[1]:
+            raise cfg.ConfigError(f"--{field.name} takes two increasing numbers, got {raw}")
+        return values
+    if raw == "" and typing.get_origin(field.type) is typing.Union:
+        return None  # Optional fields: an empty flag means unset
+    return raw
+
+
+def config_from_flags(values) -> cfg.Config:
+    parts = {}
+    for section_name, section in SECTIONS.items():
+        parts[section_name] = section(**{
+            f.name: _value(f, getattr(values, f.name)) for f in dataclasses.fields(section)})
+    return cfg.Config(**parts)
+
+
+def validate(c: cfg.Config):
+    """Raises ConfigError with one line naming the first bad value or combination."""
+    checks = [
+        (c.model.depth in cfg.RESNET_DEPTHS, f"--depth must be one of {cfg.RESNET_DEPTHS}"),
+        (c.model.width_multiplier > 0, "--width_multiplier must be > 0"),
+        (c.model.sk_ratio >= 0, "--sk_ratio must be >= 0"),
+        (c.data.image_size >= 8, "--image_size must be at least 8"),
+        (c.data.batch_size >= 2, "--batch_size must be at least 2 (one positive pair "
+                                 "needs negatives)"),
+        (c.data.eval_batch_size >= 1, "--eval_batch_size must be >= 1"),
+        (0 < c.data.label_fraction <= 1, "--label_fraction must be in (0, 1]"),
+        (c.loss.temperature > 0, "--temperature must be > 0"),
+        (c.optim.learning_rate > 0, "--learning_rate must be > 0"),
+        (c.optim.weight_decay >= 0, "--weight_decay must be >= 0"),
+        (0 <= c.optim.momentum < 1, "--momentum must be in [0, 1)"),
+        (c.optim.warmup_epochs >= 0, "--warmup_epochs must be >= 0"),
+        (c.run.train_epochs > 0 or c.run.train_steps > 0,
+         "set --train_epochs > 0 or --train_steps > 0"),
+        (c.run.checkpoint_steps >= 1, "--checkpoint_steps must be >= 1"),
+        (c.run.keep_checkpoints >= 1, "--keep_checkpoints must be >= 1"),
+        (c.model.proj_out_dim >= 1, "--proj_out_dim must be >= 1"),
+        (c.model.num_proj_layers >= 1, "--num_proj_layers must be >= 1"),
+        (c.model.fine_tune_after_block in (-1, 0, 1, 2, 3, 4),
+         "--fine_tune_after_block must be -1..4"),
+        (c.run.knn_k >= 1, "--knn_k must be >= 1"),
+        (bool(c.run.model_dir), "--model_dir must be set"),
+        (c.run.mode != "finetune" or c.run.init_checkpoint,
+         "--mode=finetune needs --init_checkpoint (use --mode=supervised to train from "
+         "scratch)"),
+        (c.run.mode != "export" or c.run.model_dir, "--mode=export needs --model_dir"),
+        (c.run.strategy != "tpu" or c.run.tpu is not None, "--strategy=tpu needs --tpu"),
+        (c.data.label_fraction == 1 or c.run.mode in ("finetune", "linear_eval"),
+         "--label_fraction applies to finetune and linear_eval only"),
+    ]
+    head_layers = {"none": 0, "linear": 1, "nonlinear": c.model.num_proj_layers}
+    checks.append((0 <= c.model.ft_proj_selector <= head_layers[c.model.proj_head_mode],
+                   f"--ft_proj_selector must be in 0..{head_layers[c.model.proj_head_mode]} "
+                   f"for a {c.model.proj_head_mode} head"))
+    for field in dataclasses.fields(cfg.AugmentConfig):
+        if field.name.endswith("_prob"):
+            value = getattr(c.augment, field.name)
+            checks.append((0 <= value <= 1, f"--{field.name} must be in [0, 1]"))
+    low, high = c.augment.area_range
+    checks.append((0 < low <= high <= 1, "--area_range must lie in (0, 1]"))
+    checks.append((c.augment.aspect_range[0] > 0, "--aspect_range must be positive"))
+    for ok, message in checks:
+        if not ok:
+            raise cfg.ConfigError(message)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_from_flags(flags.FLAGS)
+        validate(config)
+    except cfg.ConfigError as error:
+        print(f"simclr_tf: error: {error}", file=sys.stderr)
+        return 2
+    from simclr_tf import datasource, train  # after validation: importing TF is slow
+
+    try:
+        if config.run.mode == "export":
+            from simclr_tf import export
+            results = export.export_from_config(config)
+        else:
+            _, results = train.run(config)
+    except (datasource.DataError, cfg.ConfigError, FileNotFoundError) as error:
+        print(f"simclr_tf: error: {error}", file=sys.stderr)
+        return 2
+    logging.info("Results: %s", results)
+    summary = {k: v for k, v in results.items() if "acc" in k}
+    print(f"simclr_tf: {config.run.mode} finished: {summary or results}")
+    return 0
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,210 @@
+"""Keras models, one per objective, each owning its train and test step.
+
+`call()` returns a dict of named endpoints (the encoder's, plus `proj_head_output`,
+`logits`/`probabilities` where they exist), never tuples that change with a mode.
+A hand-written loss is divided by the replica count in exactly one place, the step,
+because Keras 3 sums gradients across replicas.
+"""
+
+import keras
+import tensorflow as tf
+
+from simclr_tf import heads, resnet
+
+
+def _num_replicas():
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def masked_cross_entropy(labels, logits):
+    """Mean softmax cross-entropy, accuracy and count over examples with a label (>= 0)."""
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.cast(labels >= 0, tf.float32)
+    count = tf.maximum(tf.reduce_sum(valid), 1.0)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits)
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+    return (tf.reduce_sum(per_example * valid) / count,
+            tf.reduce_sum(correct * valid) / count, count)
+
+
+def no_decay_variables(model):
+    """BN, bias and linear-classifier variables, chosen by object (never by name).
+
+    The classifier (probe or linear head) starts at zero, where LARS' trust ratio
+    would keep it near zero; the reference implementation excludes it too.
+    """
+    chosen = []
+    for name in ("probe", "linear_head"):
+        head = getattr(model, name, None)
+        if head is not None:
+            chosen += list(head.trainable_variables)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            chosen += [v for v in (layer.gamma, layer.beta) if v is not None]
+        elif getattr(layer, "bias", None) is not None:
+            chosen.append(layer.bias)
+    return chosen
+
+
+class _StepModel(keras.Model):
+    """Shared bits: named Mean trackers and the optimizer update."""
+
+    @staticmethod
+    def _unpack(data):
+        """The feature dict, whether `fit` passed it alone or as (x, y, sample_weight)."""
+        return keras.utils.unpack_x_y_sample_weight(data)[0]
+
+    def _trackers_for(self, names):
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _update(self, values, weight=None):
+        """Weighted by the example count, so a short last batch is averaged exactly."""
+        for name, value in values.items():
+            self._trackers[name].update_state(value, sample_weight=weight)
+
+    def _logs(self):
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    def _scaled(self, loss):
+        """loss / replicas (the one place it is divided), loss-scaled under float16.
+
+        Must be called inside the gradient tape.
+        """
+        return self.optimizer.scale_loss(loss / _num_replicas())
+
+    def _apply(self, tape, scaled):
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+
+
+class PretrainModel(_StepModel):
+    """Two views -> encoder -> projection head -> contrastive loss (+ linear probe)."""
+
+    def __init__(self, encoder, projection_head, contrastive_loss, num_classes=0,
+                 weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.projection_head = projection_head
+        self.contrastive_loss = contrastive_loss  # (z1, z2) -> (loss, metrics)
+        self.probe = (heads.linear_head(num_classes, "probe", zero_init=True)
+                      if num_classes else None)
+        if self.probe is not None:
+            self.probe.dtype_policy = keras.DTypePolicy("float32")
+        self.weight_decay = weight_decay
+        names = ["loss", "contrast_loss", "contrast_acc", "contrast_entropy", "weight_decay"]
+        if self.probe is not None:
+            names += ["probe_loss", "probe_acc"]
+        self._trackers_for(names)
+
+    def call(self, images, training=False):
+        out = dict(self.encoder(images, training=training))
+        out["proj_head_output"] = self.projection_head(out["final_avg_pool"],
+                                                       training=training)[-1]
+        if self.probe is not None:
+            out["probe_logits"] = self.probe(tf.stop_gradient(out["final_avg_pool"]))
+        return out
+
+    def _weight_decay_term(self):
+        excluded = {id(v) for v in no_decay_variables(self)}
+        decayed = [v for v in self.trainable_variables if id(v) not in excluded]
+        return self.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32))
+                                             for v in decayed])
+
+    def train_step(self, data):
+        data = self._unpack(data)
+        images = tf.concat([data["view1"], data["view2"]], axis=0)
+        with tf.GradientTape() as tape:
+            out = self(images, training=True)
+            z1, z2 = tf.split(tf.cast(out["proj_head_output"], tf.float32), 2, axis=0)
+            contrast_loss, values = self.contrastive_loss(z1, z2)
+            loss = contrast_loss
+            values = dict(values, contrast_loss=contrast_loss)
+            if self.probe is not None:
+                labels = tf.concat([data["label"], data["label"]], axis=0)
+                probe_loss, probe_acc, _ = masked_cross_entropy(labels, out["probe_logits"])
+                loss += probe_loss
+                values.update(probe_loss=probe_loss, probe_acc=probe_acc)
+            scaled = self._scaled(loss)
+        self._apply(tape, scaled)
+        values.update(loss=loss, weight_decay=self._weight_decay_term())
+        self._update(values)
+        return {**self._logs(), "learning_rate": self.optimizer.learning_rate}
+
+    def test_step(self, data):
+        """Linear-probe accuracy on eval images (the paper's pretraining monitor)."""
+        if self.probe is None:
+            return {}
+        data = self._unpack(data)
+        out = self(data["image"], training=False)
+        probe_loss, probe_acc, count = masked_cross_entropy(data["label"], out["probe_logits"])
+        self._update({"probe_loss": probe_loss, "probe_acc": probe_acc}, count)
+        return {k: self._trackers[k].result() for k in ("probe_loss", "probe_acc")}
+
+
+class ClassifierModel(_StepModel):
+    """Linear eval (frozen encoder), fine-tuning, or a supervised baseline.
+
+    `head_layer` k > 0 feeds the classifier from projection-head layer k (SimCLRv2
+    fine-tunes from k = 1); `freeze_encoder` stops gradients and runs BN in inference
+    mode; `fine_tune_after_block` k >= 0 freezes the encoder up to block group k
+    (0: the stem only).
+    """
+
+    def __init__(self, encoder, num_classes, projection_head=None, head_layer=0,
+                 freeze_encoder=False, fine_tune_after_block=-1, **kwargs):
+        super().__init__(**kwargs)
+        if head_layer > 0 and projection_head is None:
+            raise ValueError("head_layer > 0 needs a projection head")
+        if head_layer > 0 and head_layer >= projection_head.num_outputs:
+            raise ValueError(f"ft_proj_selector {head_layer} is past the projection head's "
+                             f"{projection_head.num_outputs - 1} layers")
+        self.encoder = encoder
+        self.projection_head = projection_head
+        self.head_layer = head_layer
+        self.freeze_encoder = freeze_encoder
+        self.linear_head = heads.linear_head(num_classes)
+        self.linear_head.dtype_policy = keras.DTypePolicy("float32")
+        if freeze_encoder:
+            encoder.trainable = False
+            if projection_head is not None:
+                projection_head.trainable = False
+        elif fine_tune_after_block >= 0:
+            endpoint = ("initial_conv" if fine_tune_after_block == 0
+                        else f"block_group{fine_tune_after_block}")
+            resnet.freeze_through(encoder, endpoint)
+        self._trackers_for(["loss", "accuracy"])
+
+    def call(self, images, training=False):
+        trunk_training = training and not self.freeze_encoder
+        out = dict(self.encoder(images, training=trunk_training))
+        features = out["final_avg_pool"]
+        if self.head_layer > 0:
+            features = self.projection_head(features, training=trunk_training)[self.head_layer]
+        if self.freeze_encoder:
+            features = tf.stop_gradient(features)
+        logits = tf.cast(self.linear_head(features), tf.float32)
+        out.update(logits=logits, probabilities=tf.nn.softmax(logits))
+        return out
+
+    def train_step(self, data):
+        data = self._unpack(data)
+        with tf.GradientTape() as tape:
+            logits = self(data["image"], training=True)["logits"]
+            loss, accuracy, _ = masked_cross_entropy(data["label"], logits)
+            scaled = self._scaled(loss)
+        self._apply(tape, scaled)
+        self._update({"loss": loss, "accuracy": accuracy})
+        return {**self._logs(), "learning_rate": self.optimizer.learning_rate}
+
+    def test_step(self, data):
+        data = self._unpack(data)
+        logits = self(data["image"], training=False)["logits"]
+        loss, accuracy, count = masked_cross_entropy(data["label"], logits)
+        self._update({"loss": loss, "accuracy": accuracy}, count)
+        return self._logs()

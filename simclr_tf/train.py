@@ -1,0 +1,226 @@
+"""Runs one job from a `Config`: pretrain, linear_eval, finetune, supervised or eval.
+
+Everything that creates variables is built inside `strategy.scope()`; training data is
+fed with `distribute_datasets_from_function`. Results are written to
+`model_dir/results.json` atomically; the resolved config to `model_dir/config.json`.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from simclr_tf import (builders, callbacks, distributed, model as models, optimizers,
+                       pipeline, schedules, sources)
+from simclr_tf.config import Config, ConfigError
+
+SUMMARY_DIR = "logs"
+
+
+def write_json_atomic(path, payload):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _compile(model, config: Config, total_steps, steps_per_epoch):
+    o = config.optim
+    peak = schedules.scaled_learning_rate(o.learning_rate, config.data.batch_size, o.lr_scaling)
+    warmup = int(round(o.warmup_epochs * steps_per_epoch))
+    schedule = schedules.warmup_cosine(peak, warmup, total_steps)
+    optimizer = optimizers.build_optimizer(o.optimizer, schedule, o.momentum, o.weight_decay,
+                                           models.no_decay_variables(model))
+    model.compile(optimizer=optimizer, jit_compile=config.run.jit_compile)
+    optimizer.build(model.trainable_variables)
+    return model
+
+
+def _classifier_model(config: Config, source, fresh_encoder):
+    model = builders.classifier_model(config, source.num_classes)
+    if not fresh_encoder and config.run.init_checkpoint:
+        parts = {"encoder": model.encoder}
+        if model.projection_head is not None:
+            parts["projection_head"] = model.projection_head
+        path = callbacks.restore_parts(parts, config.run.init_checkpoint)
+        logging.info("Initialised %s from %s", sorted(parts), path)
+    return model
+
+
+# --- The job ------------------------------------------------------------------------
+
+
+def steps_for(config: Config, num_examples):
+    if config.run.train_steps > 0:
+        return config.run.train_steps
+    return max(1, math.ceil(config.run.train_epochs * num_examples / config.data.batch_size))
+
+
+def _train(model, config, strategy, dataset_fn, total_steps, extra_callbacks):
+    r = config.run
+    chief = distributed.is_chief(strategy)
+    worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
+    manager = callbacks.CheckpointManager(builders.checkpoint_items(model), r.model_dir,
+                                          r.keep_checkpoints, chief, worker_id)
+    manager.restore_latest()
+    step = int(model.optimizer.iterations.numpy())
+    loop = min(r.checkpoint_steps, total_steps)
+    epochs = math.ceil(total_steps / loop)
+    if step >= total_steps:
+        logging.info("Already at step %d of %d; nothing to train", step, total_steps)
+        return step
+    logging.info("Training steps %d..%d in %d-step loops", step, total_steps, loop)
+    cbs = list(extra_callbacks) + [callbacks.StopAtStep(total_steps),
+                                   callbacks.SaveCheckpoint(manager)]
+    if chief:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(r.model_dir, SUMMARY_DIR),
+                                               update_freq=r.summary_steps))
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    model.fit(dataset, epochs=epochs, steps_per_epoch=loop, initial_epoch=step // loop,
+              callbacks=cbs, verbose="auto" if chief else 0, shuffle=False)
+    return int(model.optimizer.iterations.numpy())
+
+
+def _eval_results(model, config, source):
+    d = config.data
+    if not source.labeled or d.eval_split is None:
+        return {}
+    source.check_split(d.eval_split)
+    limit = config.run.eval_steps * d.eval_batch_size
+    logs = model.evaluate(pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size,
+                                                limit), verbose=0, return_dict=True)
+    return {f"eval_{k}": float(v) for k, v in logs.items()}
+
+
+def _knn_datasets(config, source):
+    d = config.data
+    bank = lambda: pipeline.eval_dataset(source, d.train_split, d, d.eval_batch_size,  # noqa
+                                         config.run.knn_bank_size)
+    query = lambda: pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size,  # noqa
+                                          config.run.eval_steps * d.eval_batch_size)
+    return bank, query
+
+
+def pretrain(config: Config, strategy, source):
+    d = config.data
+    num_train = source.num_examples(d.train_split)
+    total = steps_for(config, num_train)
+    steps_per_epoch = num_train / d.batch_size
+    with strategy.scope():
+        num_classes = source.num_classes if config.model.linear_probe else 0
+        model = builders.pretrain_model(config, num_classes)
+        model = _compile(model, config, total, steps_per_epoch)
+
+    def dataset_fn(ctx):
+        return pipeline.pretrain_dataset(source, d.train_split, d, config.augment,
+                                         ctx.get_per_replica_batch_size(d.batch_size), ctx)
+
+    extra, monitor = [], None
+    if source.skipped is not None:
+        extra.append(callbacks.SkippedImages(source.skipped))
+    if source.labeled and d.eval_split in source.split_sizes:
+        bank, query = _knn_datasets(config, source)
+        loop = min(config.run.checkpoint_steps, total)
+        every = (config.run.knn_every_epochs * steps_per_epoch / loop
+                 if config.run.knn_every_epochs > 0 else math.inf)
+        monitor = callbacks.KnnMonitor(bank, query, source.num_classes,
+                                       every if every != math.inf else 10**9,
+                                       config.run.knn_k, config.run.knn_temperature)
+        extra.insert(0, monitor)
+    step = _train(model, config, strategy, dataset_fn, total, extra)
+    results = {"global_step": step, "train_examples": num_train}
+    if monitor is not None:
+        results["knn_acc"] = monitor.evaluate()
+        results.update(_eval_results(model, config, source))
+    return model, results
+
+
+def classify(config: Config, strategy, source, fresh_encoder=False):
+    d, mode = config.data, config.run.mode
+    if not source.labeled:
+        raise sources.DataError(f"--mode={mode} needs labels, but {source.name} has none")
+    subset = None
+    num_train = source.num_examples(d.train_split)
+    if d.label_fraction < 1.0:
+        subset = pipeline.class_balanced_subset(pipeline.read_labels(source, d.train_split),
+                                                d.label_fraction, d.seed)
+        num_train = len(subset)
+        logging.info("Training on %d labelled examples (%.1f%%)", num_train,
+                     100 * d.label_fraction)
+    total = steps_for(config, num_train)
+    with strategy.scope():
+        model = _classifier_model(config, source, fresh_encoder)
+        model = _compile(model, config, total, num_train / d.batch_size)
+
+    def dataset_fn(ctx):
+        return pipeline.classifier_train_dataset(
+            source, d.train_split, d, ctx.get_per_replica_batch_size(d.batch_size), ctx,
+            subset)
+
+    extra = [callbacks.SkippedImages(source.skipped)] if source.skipped is not None else []
+    step = _train(model, config, strategy, dataset_fn, total, extra)
+    results = {"global_step": step, "train_examples": num_train}
+    results.update(_eval_results(model, config, source))
+    return model, results
+
+
+def evaluate(config: Config, strategy, source):
+    """Evaluates the classifier checkpoint in model_dir on the eval split."""
+    with strategy.scope():
+        model = _classifier_model(config, source, fresh_encoder=True)
+        model.compile(jit_compile=config.run.jit_compile)
+    path = callbacks.restore_parts(
+        {k: v for k, v in builders.checkpoint_items(model).items() if k != "optimizer"},
+        config.run.model_dir)
+    return model, {"checkpoint": path, **_eval_results(model, config, source)}
+
+
+def setup(config: Config):
+    """Precision policy, strategy and data source, in the order TF needs them."""
+    r = config.run
+    if r.num_logical_devices > 1:
+        distributed.split_cpu(r.num_logical_devices)
+    keras.mixed_precision.set_global_policy(r.precision)
+    # The source is opened before any strategy scope: its counters live on the host.
+    source = sources.open_source(config.data.dataset, config.data.data_dir,
+                                 strict=config.data.strict_decoding)
+    source.check_split(config.data.train_split)
+    strategy = distributed.make_strategy(r.strategy, r.tpu, r.num_logical_devices)
+    if config.data.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(f"batch_size {config.data.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    return strategy, source
+
+
+def run(config: Config):
+    """The main job; returns (model, results) and writes results.json."""
+    start = time.time()
+    strategy, source = setup(config)
+    r = config.run
+    chief = distributed.is_chief(strategy)
+    if chief:
+        tf.io.gfile.makedirs(r.model_dir)
+        write_json_atomic(os.path.join(r.model_dir, "config.json"), json.loads(config.to_json()))
+    logging.info("%s on %s with %d replica(s)", r.mode, source.name,
+                 strategy.num_replicas_in_sync)
+    if r.mode == "pretrain":
+        model, results = pretrain(config, strategy, source)
+    elif r.mode in ("linear_eval", "finetune"):
+        model, results = classify(config, strategy, source,
+                                  fresh_encoder=not r.init_checkpoint)
+    elif r.mode == "supervised":
+        model, results = classify(config, strategy, source, fresh_encoder=True)
+    elif r.mode == "eval":
+        model, results = evaluate(config, strategy, source)
+    else:
+        raise ValueError(f"train.run does not handle mode {r.mode!r}")
+    results.update(mode=r.mode, dataset=source.name, wall_time_s=round(time.time() - start, 1))
+    if source.skipped is not None:
+        results["skipped_images"] = source.skipped.value
+    if chief:
+        write_json_atomic(os.path.join(r.model_dir, "results.json"), results)
+    return model, results

@@ -1,0 +1,85 @@
+"""Flags <-> config mapping and the start-up checks of the CLI."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from conftest import REPO
+from simclr_tf import config as cfg
+from simclr_tf import main
+
+
+def _parse(*args):
+    values = flags.FlagValues()
+    main.define_flags(values)
+    values(["simclr_tf", *args])
+    return main.config_from_flags(values)
+
+
+def test_every_config_field_has_exactly_one_flag():
+    values = flags.FlagValues()
+    main.define_flags(values)
+    assert set(values) == cfg.field_names()
+    assert set(main.HELP) == cfg.field_names()
+
+
+@pytest.mark.parametrize("recipe", sorted(os.listdir(REPO / "flags")))
+def test_every_recipe_parses_and_validates(recipe, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = _parse(f"--flagfile=flags/{recipe}", "--init_checkpoint=x")
+    if config.run.mode != "finetune":
+        config = _parse(f"--flagfile=flags/{recipe}")
+    main.validate(config)
+
+
+def test_flags_reach_the_config():
+    config = _parse("--depth=50", "--width_multiplier=0.5", "--area_range=0.2,0.9",
+                    "--cifar_stem=false", "--blur_prob=0", "--precision=mixed_bfloat16")
+    assert config.model.depth == 50 and config.model.width_multiplier == 0.5
+    assert config.augment.area_range == (0.2, 0.9) and config.model.cifar_stem is False
+    assert config.augment.blur_prob == 0.0 and config.run.precision == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--depth=42"], "--depth"),
+    (["--label_fraction=0"], "--label_fraction"),
+    (["--temperature=-1"], "--temperature"),
+    (["--mode=finetune"], "--init_checkpoint"),
+    (["--grayscale_prob=1.5"], "--grayscale_prob"),
+    (["--proj_head_mode=linear", "--ft_proj_selector=2"], "--ft_proj_selector"),
+    (["--area_range=0.9,0.1"], "--area_range"),
+])
+def test_bad_values_are_rejected_with_a_reason(args, message):
+    with pytest.raises(cfg.ConfigError, match=message):
+        main.validate(_parse(*args))
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "simclr_tf.main", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+
+
+def test_cli_rejects_bad_flag_in_one_line():
+    result = _cli("--depth=42")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "simclr_tf: error: --depth must be one of (18, 34, 50, 101, 152, 200)"]
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path):
+    result = _cli("--dataset=folder:" + str(tmp_path / "nowhere"), f"--model_dir={tmp_path}/m")
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("simclr_tf: error:")]
+    assert errors == [f"simclr_tf: error: image folder not found: {tmp_path / 'nowhere'}"]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_reports_wrong_split_in_one_line(tmp_path, cifar_data_dir):
+    result = _cli("--dataset=cifar10", f"--data_dir={cifar_data_dir}", "--train_split=tran",
+                  f"--model_dir={tmp_path}/m")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no split 'tran'" in result.stderr

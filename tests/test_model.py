@@ -1,0 +1,84 @@
+"""Models: decay exclusion by object, freezing, masked loss, a step that learns."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simclr_tf import builders, model as models, optimizers
+from simclr_tf.config import Config, DataConfig, ModelConfig, RunConfig
+
+
+def _config(mode="pretrain", **model):
+    return Config(run=RunConfig(mode=mode), data=DataConfig(image_size=16),
+                  model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2,
+                                    **model))
+
+
+def test_masked_cross_entropy_matches_numpy_and_ignores_unlabeled():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)).astype(np.float32)
+    labels = np.array([0, 3, -1, 2, -1, 1])
+    loss, acc, count = models.masked_cross_entropy(labels, logits)
+    valid = labels >= 0
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    expected = -np.mean(log_p[valid, labels[valid]])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(acc) == pytest.approx(np.mean(logits[valid].argmax(1) == labels[valid]))
+    assert float(count) == 4
+
+
+def test_no_decay_variables_are_bn_bias_and_classifier():
+    model = builders.pretrain_model(_config(), num_classes=10)
+    excluded = {id(v) for v in models.no_decay_variables(model)}
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert id(layer.gamma) in excluded
+            assert layer.beta is None or id(layer.beta) in excluded
+        if isinstance(layer, keras.layers.Conv2D):
+            assert id(layer.kernel) not in excluded
+    assert id(model.probe.kernel) in excluded
+
+
+def test_pretrain_step_lowers_the_loss_on_a_fixed_batch():
+    model = builders.pretrain_model(_config(), num_classes=10)
+    optimizer = optimizers.build_optimizer("lars", 0.5, 0.9, 0.0,
+                                           models.no_decay_variables(model))
+    model.compile(optimizer=optimizer)
+    rng = np.random.default_rng(1)
+    images = rng.random((16, 16, 16, 3)).astype(np.float32)
+    batch = {"view1": images, "view2": np.clip(images + 0.05 * rng.normal(size=images.shape),
+                                               0, 1).astype(np.float32),
+             "label": rng.integers(0, 10, 16)}
+    first = model.train_on_batch(batch, return_dict=True)
+    for _ in range(15):
+        last = model.train_on_batch(batch, return_dict=True)
+    assert last["contrast_loss"] < first["contrast_loss"]
+    assert last["probe_loss"] < first["probe_loss"]
+
+
+def test_linear_eval_freezes_encoder_and_bn_statistics():
+    model = builders.classifier_model(_config("linear_eval"), num_classes=5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [v.numpy().copy() for v in model.encoder.variables]
+    batch = {"image": np.random.default_rng(2).random((8, 16, 16, 3)).astype(np.float32),
+             "label": np.arange(8) % 5}
+    model.train_on_batch(batch)
+    for old, new in zip(before, model.encoder.variables):
+        np.testing.assert_array_equal(old, new.numpy())  # weights and moving stats
+    assert np.any(model.linear_head.kernel.numpy() != 0)
+
+
+def test_fine_tune_after_block_freezes_the_early_layers():
+    model = builders.classifier_model(_config("finetune", fine_tune_after_block=2), 5)
+    names = [l.name for l in model.encoder.layers]
+    cut = names.index("block_group2")
+    assert all(not l.trainable for l in model.encoder.layers[:cut + 1])
+    assert any(l.trainable and l.weights for l in model.encoder.layers[cut + 1:])
+
+
+def test_classifier_from_head_layer_uses_the_projection_head():
+    model = builders.classifier_model(_config("finetune", ft_proj_selector=1), 5)
+    out = model(tf.zeros([2, 16, 16, 3]))
+    assert out["logits"].shape == (2, 5)
+    assert model.linear_head.kernel.shape[0] == model.encoder.output["final_avg_pool"].shape[-1]

@@ -1,0 +1,85 @@
+"""End to end on the shared CIFAR-10: pretrain -> linear eval -> fine-tune -> eval."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from simclr_tf import train
+from simclr_tf.config import (AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig,
+                              RunConfig)
+
+
+def tiny_config(model_dir, data_dir, **run):
+    return Config(
+        run=RunConfig(model_dir=str(model_dir), checkpoint_steps=2, eval_steps=2,
+                      knn_bank_size=256, strategy="one_device", **run),
+        data=DataConfig(dataset="cifar10", data_dir=data_dir, batch_size=16,
+                        eval_batch_size=64, shuffle_buffer=256),
+        model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
+        augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
+        optim=OptimConfig(learning_rate=0.5, warmup_epochs=0.0, weight_decay=1e-4),
+    )
+
+
+def _replace(config, section, **changes):
+    import dataclasses
+    return dataclasses.replace(config, **{section: dataclasses.replace(
+        getattr(config, section), **changes)})
+
+
+def _results(model_dir):
+    with open(os.path.join(model_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
+    pre_dir = tmp_path / "pretrain"
+    config = tiny_config(pre_dir, cifar_data_dir, mode="pretrain", train_steps=4)
+    model, results = train.run(config)
+    assert results["global_step"] == 4
+    assert 0.0 <= results["knn_acc"] <= 1.0 and "eval_probe_acc" in results
+    assert json.loads((pre_dir / "config.json").read_text())["run"]["train_steps"] == 4
+    assert (pre_dir / "logs").is_dir()  # TensorBoard summaries
+    pretrained_kernel = model.encoder.trainable_variables[0].numpy()
+
+    lin_dir = tmp_path / "linear"
+    lin = _replace(tiny_config(lin_dir, cifar_data_dir, mode="linear_eval", train_steps=4,
+                               init_checkpoint=str(pre_dir)),
+                   "optim", optimizer="momentum", weight_decay=0.0)
+    clf, results = train.run(lin)
+    assert results["global_step"] == 4 and 0 <= results["eval_accuracy"] <= 1
+    # Initialised from the pretraining run, and frozen during linear eval.
+    np.testing.assert_array_equal(clf.encoder.variables[0].numpy(), pretrained_kernel)
+    assert not clf.encoder.trainable_variables
+
+    ft_dir = tmp_path / "finetune"
+    ft = tiny_config(ft_dir, cifar_data_dir, mode="finetune", train_steps=4,
+                     init_checkpoint=str(pre_dir))
+    ft = _replace(_replace(ft, "data", label_fraction=0.01), "model", ft_proj_selector=1)
+    clf, results = train.run(ft)
+    assert results["train_examples"] == 500  # 1% of 50,000, class-balanced
+    assert not np.array_equal(clf.encoder.trainable_variables[0].numpy(), pretrained_kernel)
+
+    ev = _replace(tiny_config(ft_dir, cifar_data_dir, mode="eval"), "model", ft_proj_selector=1)
+    _, results = train.run(ev)
+    assert results["eval_accuracy"] == pytest.approx(_results(ft_dir)["eval_accuracy"])
+
+
+def test_pretrain_under_two_replica_mirrored_strategy(tmp_path, cifar_data_dir):
+    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=3)
+    config = _replace(config, "run", strategy="mirrored", num_logical_devices=2)
+    model, results = train.run(config)
+    assert model.distribute_strategy.num_replicas_in_sync == 2
+    assert results["global_step"] == 3
+    assert np.isfinite(results["knn_acc"])
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path, cifar_data_dir):
+    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4)
+    train.run(config)
+    longer = _replace(config, "run", train_steps=6)
+    model, results = train.run(longer)
+    assert results["global_step"] == 6
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.index"))[-1] == "ckpt-6.index"
