@@ -54,13 +54,15 @@ def classifier_model(config: Config, num_classes):
         build_encoder(config), num_classes, projection_head=head,
         head_layer=m.ft_proj_selector, freeze_encoder=mode == "linear_eval",
         fine_tune_after_block=m.fine_tune_after_block if mode == "finetune" else -1)
-    return _built(model, config)
+    _built(model, config)
+    model.freeze_unused_head_layers()
+    return model
 
 
 def checkpoint_items(model):
     """The objects a checkpoint holds, under names shared by every kind of run."""
     items = {"encoder": model.encoder}
-    if model.optimizer is not None:
+    if getattr(model, "optimizer", None) is not None:
         items["optimizer"] = model.optimizer
     for name in ("projection_head", "probe", "linear_head"):
         part = getattr(model, name, None)

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import knn
+from simclr_tf import evaluation
 
 
 class CheckpointManager:
@@ -109,7 +109,7 @@ class KnnMonitor(keras.callbacks.Callback):
 
     def evaluate(self):
         start = time.time()
-        self.last = knn.knn_accuracy(self.model.encoder, self.bank_dataset_fn(),
+        self.last = evaluation.knn_accuracy(self.model.encoder, self.bank_dataset_fn(),
                                      self.query_dataset_fn(), self.num_classes, self.k,
                                      self.temperature)
         logging.info("kNN accuracy %.4f (%.1fs)", self.last, time.time() - start)

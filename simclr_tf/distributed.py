@@ -45,6 +45,11 @@ def make_strategy(name, tpu=None, num_devices=0):
 
     `num_devices` > 0 uses only the first that many local devices.
     """
+    if name == "multi_worker":  # before anything touches the TF context
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
+        return tf.distribute.MultiWorkerMirroredStrategy()
     devices = _local_devices(num_devices)
     if name == "default":
         name = "mirrored" if len(devices) > 1 else "one_device"
@@ -52,11 +57,6 @@ def make_strategy(name, tpu=None, num_devices=0):
         return tf.distribute.OneDeviceStrategy(devices[0])
     if name == "mirrored":
         return mirrored(devices)
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable")
-        json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)

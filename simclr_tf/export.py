@@ -32,6 +32,11 @@ def _outputs(model, images, training):
 class ExportModule(tf.Module):
     """Wraps a built model; every function here is saved with a fixed signature."""
 
+    # TF Hub reads these as saved attributes; tf.Module's computed properties are not
+    # saved, so plain attributes shadow them.
+    variables = None
+    trainable_variables = None
+
     def __init__(self, model, image_size):
         super().__init__(name="simclr")
         self.model = model

@@ -64,7 +64,7 @@ def _decoded(records, strict, counter, is_path=False):
 # --- Folders ------------------------------------------------------------------------
 
 
-def _list_images(root):
+def list_images(root):
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
@@ -73,9 +73,9 @@ def _list_images(root):
     return found
 
 
-def _scan_split(root, classes):
+def scan_split(root, classes):
     """(paths, labels) of one split; labels are -1 without class folders."""
-    paths = _list_images(root)
+    paths = list_images(root)
     if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     if classes is None:
@@ -88,7 +88,7 @@ def _scan_split(root, classes):
     return paths, labels
 
 
-def _class_names(root):
+def class_names(root):
     """Sorted class folder names, or None when some image lies directly in `root`."""
     entries = sorted(os.listdir(root))
     if any(e.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, e))
@@ -106,8 +106,8 @@ def folder_source(root, strict=False):
                    if os.path.isdir(os.path.join(root, s))}
     if not split_roots:
         split_roots = {"train": root}
-    classes = _class_names(split_roots.get("train", next(iter(split_roots.values()))))
-    listing = {split: _scan_split(path, classes) for split, path in split_roots.items()}
+    classes = class_names(split_roots.get("train", next(iter(split_roots.values()))))
+    listing = {split: scan_split(path, classes) for split, path in split_roots.items()}
     counter = SkipCounter()
 
     def load(split, shuffle_files):

@@ -50,17 +50,27 @@ class ProjectionHead(layers.Layer):
             raise ValueError(f"a nonlinear head needs num_proj_layers >= 1, got {num_layers}")
         self.mode, self.num_layers, self.out_dim = mode, num_layers, out_dim
         self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
-        self.layers_ = []
+        self._num_built = 0
+
+    @property
+    def layers_(self):
+        return [getattr(self, f"layer_{i}") for i in range(self._num_built)]
 
     def build(self, input_shape):
         width = input_shape[-1]
         kw = dict(sync_bn=self.sync_bn, bn_momentum=self.bn_momentum)
         if self.mode == "linear":
-            self.layers_ = [DenseBN(self.out_dim, relu=False, center=False, **kw)]
+            layers_ = [DenseBN(self.out_dim, relu=False, center=False, **kw)]
         elif self.mode == "nonlinear":
-            self.layers_ = [DenseBN(width, relu=True, **kw) for _ in range(self.num_layers - 1)]
-            self.layers_.append(DenseBN(self.out_dim, relu=False, center=False, **kw))
-        for layer in self.layers_:
+            layers_ = [DenseBN(width, relu=True, **kw) for _ in range(self.num_layers - 1)]
+            layers_.append(DenseBN(self.out_dim, relu=False, center=False, **kw))
+        else:
+            layers_ = []
+        # Named attributes, not a list: TF checkpoints track attributes of Keras layers.
+        for i, layer in enumerate(layers_):
+            setattr(self, f"layer_{i}", layer)
+        self._num_built = len(layers_)
+        for layer in layers_:
             layer.build(input_shape)
             input_shape = (*input_shape[:-1], layer.units)
 

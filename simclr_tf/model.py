@@ -50,6 +50,15 @@ def no_decay_variables(model):
 class _StepModel(keras.Model):
     """Shared bits: named Mean trackers and the optimizer update."""
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 builds by reducing one distributed batch with
+        # `strategy.reduce("MEAN", batch)`, which MultiWorkerMirroredStrategy cannot do
+        # for a dict of per-replica values. Our models are built and compiled before
+        # `fit`, so under multi-worker there is nothing left to build.
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @staticmethod
     def _unpack(data):
         """The feature dict, whether `fit` passed it alone or as (x, y, sample_weight)."""
@@ -67,8 +76,15 @@ class _StepModel(keras.Model):
         for name, value in values.items():
             self._trackers[name].update_state(value, sample_weight=weight)
 
-    def _logs(self):
-        return {name: t.result() for name, t in self._trackers.items()}
+    def _logs(self, extra=None):
+        logs = {name: t.result() for name, t in self._trackers.items()}
+        logs.update(extra or {})
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces step outputs under multi-worker with
+            # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
+            # (tensorflow/tensorflow#72388); one-element vectors reduce to scalars.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def _scaled(self, loss):
         """loss / replicas (the one place it is divided), loss-scaled under float16.
@@ -134,7 +150,7 @@ class PretrainModel(_StepModel):
         self._apply(tape, scaled)
         values.update(loss=loss, weight_decay=self._weight_decay_term())
         self._update(values)
-        return {**self._logs(), "learning_rate": self.optimizer.learning_rate}
+        return self._logs({"learning_rate": self.optimizer.learning_rate})
 
     def test_step(self, data):
         """Linear-probe accuracy on eval images (the paper's pretraining monitor)."""
@@ -144,7 +160,7 @@ class PretrainModel(_StepModel):
         out = self(data["image"], training=False)
         probe_loss, probe_acc, count = masked_cross_entropy(data["label"], out["probe_logits"])
         self._update({"probe_loss": probe_loss, "probe_acc": probe_acc}, count)
-        return {k: self._trackers[k].result() for k in ("probe_loss", "probe_acc")}
+        return {k: v for k, v in self._logs().items() if k.startswith("probe_")}
 
 
 class ClassifierModel(_StepModel):
@@ -174,11 +190,17 @@ class ClassifierModel(_StepModel):
             encoder.trainable = False
             if projection_head is not None:
                 projection_head.trainable = False
-        elif fine_tune_after_block >= 0:
+        if not freeze_encoder and fine_tune_after_block >= 0:
             endpoint = ("initial_conv" if fine_tune_after_block == 0
                         else f"block_group{fine_tune_after_block}")
             resnet.freeze_through(encoder, endpoint)
         self._trackers_for(["loss", "accuracy"])
+
+    def freeze_unused_head_layers(self):
+        """Head layers past the one the classifier reads get no gradient; once built."""
+        if self.projection_head is not None:
+            for unused in self.projection_head.layers_[self.head_layer:]:
+                unused.trainable = False
 
     def call(self, images, training=False):
         trunk_training = training and not self.freeze_encoder
@@ -200,7 +222,7 @@ class ClassifierModel(_StepModel):
             scaled = self._scaled(loss)
         self._apply(tape, scaled)
         self._update({"loss": loss, "accuracy": accuracy})
-        return {**self._logs(), "learning_rate": self.optimizer.learning_rate}
+        return self._logs({"learning_rate": self.optimizer.learning_rate})
 
     def test_step(self, data):
         data = self._unpack(data)

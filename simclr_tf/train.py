@@ -14,8 +14,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import (builders, callbacks, distributed, model as models, optimizers,
-                       pipeline, schedules, sources)
+from simclr_tf import (builders, callbacks, distributed, evaluation, model as models,
+                       optimizers, pipeline, schedules, sources)
 from simclr_tf.config import Config, ConfigError
 
 SUMMARY_DIR = "logs"
@@ -91,9 +91,15 @@ def _eval_results(model, config, source):
         return {}
     source.check_split(d.eval_split)
     limit = config.run.eval_steps * d.eval_batch_size
-    logs = model.evaluate(pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size,
-                                                limit), verbose=0, return_dict=True)
-    return {f"eval_{k}": float(v) for k, v in logs.items()}
+    dataset = pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size, limit)
+    if isinstance(model, models.PretrainModel):
+        if model.probe is None:
+            return {}
+        metrics = evaluation.classification_metrics(model, dataset, "probe_logits")
+        return {"eval_probe_acc": metrics["accuracy"], "eval_probe_loss": metrics["loss"]}
+    metrics = evaluation.classification_metrics(model, dataset)
+    return {"eval_accuracy": metrics["accuracy"], "eval_loss": metrics["loss"],
+            "eval_examples": metrics["examples"]}
 
 
 def _knn_datasets(config, source):
@@ -105,7 +111,7 @@ def _knn_datasets(config, source):
     return bank, query
 
 
-def pretrain(config: Config, strategy, source):
+def pretrain(config: Config, strategy, source, extra_callbacks=()):
     d = config.data
     num_train = source.num_examples(d.train_split)
     total = steps_for(config, num_train)
@@ -119,7 +125,7 @@ def pretrain(config: Config, strategy, source):
         return pipeline.pretrain_dataset(source, d.train_split, d, config.augment,
                                          ctx.get_per_replica_batch_size(d.batch_size), ctx)
 
-    extra, monitor = [], None
+    extra, monitor = list(extra_callbacks), None
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
     if source.labeled and d.eval_split in source.split_sizes:
@@ -139,7 +145,7 @@ def pretrain(config: Config, strategy, source):
     return model, results
 
 
-def classify(config: Config, strategy, source, fresh_encoder=False):
+def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder=False):
     d, mode = config.data, config.run.mode
     if not source.labeled:
         raise sources.DataError(f"--mode={mode} needs labels, but {source.name} has none")
@@ -161,7 +167,9 @@ def classify(config: Config, strategy, source, fresh_encoder=False):
             source, d.train_split, d, ctx.get_per_replica_batch_size(d.batch_size), ctx,
             subset)
 
-    extra = [callbacks.SkippedImages(source.skipped)] if source.skipped is not None else []
+    extra = list(extra_callbacks)
+    if source.skipped is not None:
+        extra.append(callbacks.SkippedImages(source.skipped))
     step = _train(model, config, strategy, dataset_fn, total, extra)
     results = {"global_step": step, "train_examples": num_train}
     results.update(_eval_results(model, config, source))
@@ -185,19 +193,24 @@ def setup(config: Config):
     if r.num_logical_devices > 1:
         distributed.split_cpu(r.num_logical_devices)
     keras.mixed_precision.set_global_policy(r.precision)
-    # The source is opened before any strategy scope: its counters live on the host.
-    source = sources.open_source(config.data.dataset, config.data.data_dir,
-                                 strict=config.data.strict_decoding)
-    source.check_split(config.data.train_split)
+    # Multi-worker collectives must be configured before other TF work, so the
+    # strategy comes first; the source is opened outside its scope, so its counters
+    # are plain host variables.
     strategy = distributed.make_strategy(r.strategy, r.tpu, r.num_logical_devices)
     if config.data.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"batch_size {config.data.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
+                          f"{strategy.num_replicas_in_sync} replicas")
+    source = sources.open_source(config.data.dataset, config.data.data_dir,
+                                 strict=config.data.strict_decoding)
+    source.check_split(config.data.train_split)
     return strategy, source
 
 
-def run(config: Config):
-    """The main job; returns (model, results) and writes results.json."""
+def run(config: Config, extra_callbacks=()):
+    """The main job; returns (model, results) and writes results.json.
+
+    `extra_callbacks` are added to `fit` (e.g. a timing callback in tools/benchmark.py).
+    """
     start = time.time()
     strategy, source = setup(config)
     r = config.run
@@ -208,12 +221,13 @@ def run(config: Config):
     logging.info("%s on %s with %d replica(s)", r.mode, source.name,
                  strategy.num_replicas_in_sync)
     if r.mode == "pretrain":
-        model, results = pretrain(config, strategy, source)
+        model, results = pretrain(config, strategy, source, extra_callbacks)
     elif r.mode in ("linear_eval", "finetune"):
-        model, results = classify(config, strategy, source,
+        model, results = classify(config, strategy, source, extra_callbacks,
                                   fresh_encoder=not r.init_checkpoint)
     elif r.mode == "supervised":
-        model, results = classify(config, strategy, source, fresh_encoder=True)
+        model, results = classify(config, strategy, source, extra_callbacks,
+                                  fresh_encoder=True)
     elif r.mode == "eval":
         model, results = evaluate(config, strategy, source)
     else:

@@ -82,3 +82,24 @@ def test_classifier_from_head_layer_uses_the_projection_head():
     out = model(tf.zeros([2, 16, 16, 3]))
     assert out["logits"].shape == (2, 5)
     assert model.linear_head.kernel.shape[0] == model.encoder.output["final_avg_pool"].shape[-1]
+
+
+def test_checkpoints_hold_every_model_variable(tmp_path):
+    from simclr_tf import builders as b, callbacks
+    model = b.pretrain_model(_config(), num_classes=10)
+    model.compile(optimizer=optimizers.build_optimizer("lars", 0.1, 0.9, 0.0, []))
+    model.optimizer.build(model.trainable_variables)
+    callbacks.CheckpointManager(b.checkpoint_items(model), str(tmp_path)).save(1)
+    saved = {tuple(shape) for _, shape in tf.train.list_variables(str(tmp_path))}
+    assert len(tf.train.list_variables(str(tmp_path))) >= len(model.variables)
+    # Every head variable is restorable into a fresh classifier built the same way.
+    clf = b.classifier_model(_config("finetune", ft_proj_selector=1), 10)
+    for v in clf.projection_head.variables:
+        v.assign(tf.zeros_like(v))
+    callbacks.restore_parts({"encoder": clf.encoder, "projection_head": clf.projection_head},
+                            str(tmp_path))
+    for mine, theirs in zip(model.projection_head.variables, clf.projection_head.variables):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    for mine, theirs in zip(model.encoder.variables, clf.encoder.variables):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert saved

@@ -1,5 +1,9 @@
-"""Weighted k-nearest-neighbour accuracy on frozen features (the usual SSL monitor).
+"""Evaluation on a finite labelled dataset: classifier accuracy and weighted kNN.
 
+Both run the model in inference mode batch by batch outside `fit`, so they behave the
+same under every strategy (Keras' `evaluate` fails under multi-worker in Keras 3.15).
+
+kNN is the usual self-supervised monitor:
 Cosine similarity, the k nearest bank features vote for their class with weight
 exp(similarity / temperature) (Wu et al., 2018), k = 200 and temperature 0.1 by default.
 """
@@ -45,3 +49,26 @@ def knn_accuracy(encoder, bank_dataset, query_dataset, num_classes, k=200, tempe
     queries, labels = extract_features(encoder, query_dataset)
     predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
     return float(np.mean(predicted == labels))
+
+
+def classification_metrics(model, dataset, logits_key="logits"):
+    """Accuracy and mean cross-entropy of `model(images)[logits_key]` on labelled examples."""
+
+    @tf.function
+    def logits_of(images):
+        return tf.cast(model(images, training=False)[logits_key], tf.float32)
+
+    correct = total = 0
+    loss_sum = 0.0
+    for batch in dataset:
+        labels = batch["label"].numpy()
+        keep = labels >= 0
+        logits = logits_of(batch["image"]).numpy()[keep]
+        labels = labels[keep]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss_sum += float(-log_probs[np.arange(len(labels)), labels].sum())
+        correct += int((logits.argmax(axis=1) == labels).sum())
+        total += len(labels)
+    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1),
+            "examples": total}

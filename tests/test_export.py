@@ -1,0 +1,150 @@
+"""Export: reloaded SavedModel equals the in-memory model; Keras 3 and TF Hub reuse."""
+
+import io
+import os
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from simclr_tf import augment, builders, export
+from simclr_tf.config import Config, DataConfig, ModelConfig, RunConfig
+
+SIZE = 16
+
+
+def _config(mode):
+    return Config(run=RunConfig(mode=mode), data=DataConfig(image_size=SIZE),
+                  model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2))
+
+
+def _images(n=4, seed=0):
+    return np.random.default_rng(seed).random((n, SIZE, SIZE, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def pretrain_export(tmp_path_factory):
+    model = builders.pretrain_model(_config("pretrain"), num_classes=10)
+    path = str(tmp_path_factory.mktemp("export") / "pretrain")
+    export.export_saved_model(model, SIZE, path)
+    return model, path
+
+
+def test_serving_default_matches_the_model(pretrain_export):
+    model, path = pretrain_export
+    loaded = tf.saved_model.load(path)
+    assert {"serving_default", "serving_bytes", "features_training"} <= set(loaded.signatures)
+    images = _images()
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    expected = model(images, training=False)
+    assert set(served) == {"final_avg_pool", "block_group1", "block_group2", "block_group3",
+                           "block_group4", "proj_head_output"}
+    for key, value in served.items():
+        np.testing.assert_allclose(value.numpy(), expected[key].numpy(), atol=1e-5)
+
+
+def test_serving_bytes_decodes_and_preprocesses_in_graph(pretrain_export):
+    model, path = pretrain_export
+    loaded = tf.saved_model.load(path)
+    pixels = (_images(1, 3)[0] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    served = loaded.signatures["serving_bytes"](
+        encoded_images=tf.constant([buffer.getvalue()]))
+    reference = augment.eval_view(tf.constant(pixels), SIZE, SIZE)[None]
+    np.testing.assert_allclose(served["final_avg_pool"].numpy(),
+                               model(reference, training=False)["final_avg_pool"].numpy(),
+                               atol=1e-5)
+
+
+def test_classifier_export_has_logits_and_probabilities(tmp_path):
+    model = builders.classifier_model(_config("finetune"), num_classes=7)
+    export.export_saved_model(model, SIZE, str(tmp_path / "clf"))
+    served = tf.saved_model.load(str(tmp_path / "clf")).signatures["serving_default"](
+        images=tf.constant(_images()))
+    assert served["logits"].shape == (4, 7)
+    np.testing.assert_allclose(served["probabilities"].numpy().sum(1), 1.0, atol=1e-5)
+
+
+def test_keras3_tfsmlayer_loads_it(pretrain_export):
+    model, path = pretrain_export
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    images = _images()
+    out = layer(images)
+    np.testing.assert_allclose(out["final_avg_pool"],
+                               model(images, training=False)["final_avg_pool"], atol=1e-5)
+
+
+def test_hub_load_call_and_bn_follows_training_flag(pretrain_export):
+    import tensorflow_hub as hub
+    model, path = pretrain_export
+    module = hub.load(path)
+    images = tf.constant(_images())
+    np.testing.assert_allclose(module(images, training=False).numpy(),
+                               model(images, training=False)["final_avg_pool"].numpy(),
+                               atol=1e-5)
+    moving = [v for v in module.variables if "moving_mean" in v.name]
+    assert moving and len(module.trainable_variables) < len(module.variables)
+    before = [v.numpy().copy() for v in moving]
+    module(images, training=False)
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, moving))
+    module(images, training=True)
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, moving))
+    assert module.regularization_losses == [] or list(module.regularization_losses) == []
+
+
+def test_hub_keras_layer_fine_tunes(pretrain_export, tmp_path):
+    # hub.KerasLayer is a Keras 2 layer (tf-keras); run it in its own process so the
+    # Keras 2 and Keras 3 runtimes do not share global state with other tests.
+    _, path = pretrain_export
+    script = f"""
+import numpy as np, tensorflow as tf, tensorflow_hub as hub, tf_keras
+layer = hub.KerasLayer({path!r}, trainable=True)
+model = tf_keras.Sequential([tf_keras.Input(({SIZE}, {SIZE}, 3)), layer,
+                             tf_keras.layers.Dense(3)])
+model.compile(tf_keras.optimizers.SGD(0.05),
+              tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rng = np.random.default_rng(0)
+x = rng.random((32, {SIZE}, {SIZE}, 3)).astype(np.float32)
+y = (x.mean(axis=(1, 2, 3)) * 30).astype(int) % 3
+before = [v.numpy().copy() for v in layer.trainable_weights]
+first = model.evaluate(x, y, verbose=0)
+model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+last = model.evaluate(x, y, verbose=0)
+changed = sum(not np.allclose(b, v.numpy()) for b, v in zip(before, layer.trainable_weights))
+print("RESULT", first, last, changed, len(before))
+"""
+    result = subprocess.run(["python", "-c", script], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    line = [l for l in result.stdout.splitlines() if l.startswith("RESULT")]
+    assert line, result.stderr[-3000:]
+    first, last, changed, total = line[0].split()[1:]
+    assert float(last) < float(first)
+    assert int(changed) > 0 and int(total) > 0
+
+
+def test_export_mode_from_a_training_run(tmp_path, cifar_data_dir):
+    from simclr_tf import train
+    from simclr_tf.config import OptimConfig
+    run_dir = tmp_path / "run"
+    config = Config(run=RunConfig(mode="pretrain", model_dir=str(run_dir), train_steps=2,
+                                  checkpoint_steps=2, eval_steps=1, knn_bank_size=64,
+                                  strategy="one_device"),
+                    data=DataConfig(dataset="cifar10", data_dir=cifar_data_dir, image_size=32,
+                                    batch_size=8, shuffle_buffer=64),
+                    model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
+                    optim=OptimConfig(warmup_epochs=0))
+    model, _ = train.run(config)
+    result = export.export_from_config(Config(run=RunConfig(
+        mode="export", model_dir=str(run_dir), export_dir=str(tmp_path / "exported"))))
+    assert result["image_size"] == 32
+    loaded = tf.saved_model.load(result["export_dir"])
+    images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["proj_head_output"].numpy(),
+                               model(images, training=False)["proj_head_output"].numpy(),
+                               atol=1e-5)
+    assert not list(tmp_path.glob("exported.tmp-*"))
