@@ -50,8 +50,11 @@ class ExportModule(tf.Module):
             tf.TensorSpec([None], tf.string, name="encoded_images")])
         self.__call__ = tf.function(self._call)
         # The TF Hub reusable-SavedModel attributes.
-        self.variables = list(model.variables)
-        self.trainable_variables = list(model.trainable_variables)
+        # The tf.Variables under the Keras wrappers: tracking the wrappers leaves the
+        # graph's captured handles without a restore entry, and TF1-style loaders
+        # (saved_model_cli run, TF Serving) then fail with "Could not find variable".
+        self.variables = [v.value for v in model.variables]
+        self.trainable_variables = [v.value for v in model.trainable_variables]
         self.regularization_losses = []
 
     def _serve_bytes(self, encoded):

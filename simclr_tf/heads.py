@@ -23,8 +23,12 @@ class DenseBN(layers.Layer):
                                             center=center, synchronized=sync_bn)
 
     def build(self, input_shape):
-        self.dense.build(input_shape)
-        self.bn.build((*input_shape[:-1], self.units))
+        # Built by hand, so enter each sublayer's name scope as Keras would: variable
+        # names must be unique for TF1-style SavedModel loaders (saved_model_cli, Serving).
+        with keras.name_scope(self.dense.name):
+            self.dense.build(input_shape)
+        with keras.name_scope(self.bn.name):
+            self.bn.build((*input_shape[:-1], self.units))
 
     def call(self, x, training=None):
         x = self.bn(self.dense(x), training=training)
@@ -71,7 +75,8 @@ class ProjectionHead(layers.Layer):
             setattr(self, f"layer_{i}", layer)
         self._num_built = len(layers_)
         for layer in layers_:
-            layer.build(input_shape)
+            with keras.name_scope(layer.name):
+                layer.build(input_shape)
             input_shape = (*input_shape[:-1], layer.units)
 
     def call(self, h, training=None):

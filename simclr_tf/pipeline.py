@@ -47,7 +47,7 @@ def read_labels(source, split):
     return np.concatenate(batches) if batches else np.zeros([0], np.int64)
 
 
-def _examples(source, split, data: DataConfig, ctx, subset=None, train=True):
+def _examples(source, split, data: DataConfig, ctx, subset=None, train=True, limit=0):
     ds = source.load(split, shuffle_files=train and subset is None and not data.deterministic)
     if subset is not None:
         mask = np.zeros(source.num_examples(split), bool)
@@ -56,6 +56,8 @@ def _examples(source, split, data: DataConfig, ctx, subset=None, train=True):
         ds = ds.enumerate().filter(lambda i, ex: keep[i]).map(lambda i, ex: ex)
     if ctx is not None and ctx.num_input_pipelines > 1:
         ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+    if limit:
+        ds = ds.take(limit)  # before the cache, so the cache holds a complete pass
     if data.cache:
         ds = ds.cache()
     if train:
@@ -106,9 +108,7 @@ def classifier_train_dataset(source, split, data: DataConfig, batch_size, ctx=No
 def eval_dataset(source, split, data: DataConfig, batch_size, limit=0):
     """One finite pass of `{"image", "label"}` with the eval preprocessing."""
     size = data.image_size
-    ds = _examples(source, split, data, None, train=False)
-    if limit:
-        ds = ds.take(limit)
+    ds = _examples(source, split, data, None, train=False, limit=limit)
     ds = ds.map(lambda ex: {"image": augment.eval_view(ex["image"], size, size),
                             "label": ex["label"]}, num_parallel_calls=AUTOTUNE)
     return _finish(ds, batch_size, data, drop_remainder=False)

@@ -148,3 +148,20 @@ def test_export_mode_from_a_training_run(tmp_path, cifar_data_dir):
                                model(images, training=False)["proj_head_output"].numpy(),
                                atol=1e-5)
     assert not list(tmp_path.glob("exported.tmp-*"))
+
+
+def test_saved_model_cli_runs_the_serving_signature(pretrain_export, tmp_path):
+    # saved_model_cli loads through the TF1 session path, as TF Serving does.
+    model, path = pretrain_export
+    images = _images(2, 9)
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run(
+        ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path}/images.npy",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = np.load(tmp_path / "out" / "final_avg_pool.npy")
+    np.testing.assert_allclose(served, model(images, training=False)["final_avg_pool"],
+                               atol=1e-5)
