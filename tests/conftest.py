@@ -13,7 +13,9 @@ import tensorflow as tf  # noqa: E402
 
 NUM_LOGICAL_CPUS = 4
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_TFDS = REPO.parent / "shared" / "data" / "tfds"
+# The prepared CIFAR-10 beside the repository; SIMCLR_TEST_TFDS_DIR points elsewhere.
+SHARED_TFDS = pathlib.Path(os.environ.get("SIMCLR_TEST_TFDS_DIR",
+                                          REPO.parent / "shared" / "data" / "tfds"))
 
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
