@@ -6,6 +6,8 @@ import os
 
 import tensorflow as tf
 
+from simclr_tf.config import ConfigError
+
 # Collective group keys start at 1 in every MirroredStrategy; two strategies of
 # different sizes in one process then collide ("joining a group with size 4, but that
 # group has size 2"). Giving each strategy its own key range lets a process (a test
@@ -47,7 +49,7 @@ def make_strategy(name, tpu=None, num_devices=0):
     """
     if name == "multi_worker":  # before anything touches the TF context
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+            raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable")
         json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
         return tf.distribute.MultiWorkerMirroredStrategy()
     devices = _local_devices(num_devices)
@@ -66,11 +68,15 @@ def make_strategy(name, tpu=None, num_devices=0):
 
 
 def is_chief(strategy):
-    """True on the worker that writes checkpoints, summaries and results."""
+    """True on the worker that writes checkpoints, summaries and results.
+
+    That is the `chief` task if the cluster has one, else worker 0, else (no cluster)
+    this process.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster or resolver.task_type is None:
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0
-                                                         and "chief" not in
-                                                         resolver.cluster_spec().as_dict())
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0

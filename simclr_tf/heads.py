@@ -96,6 +96,9 @@ class ProjectionHead(layers.Layer):
 
 
 def linear_head(num_classes, name="linear_head", zero_init=True):
-    """Logits layer; zero-initialised as in the reference fine-tuning code."""
+    """Logits layer, zero-initialised as in the reference fine-tuning code.
+
+    Always float32, so logits and the loss keep full precision under mixed precision.
+    """
     init = "zeros" if zero_init else keras.initializers.RandomNormal(stddev=0.01)
-    return layers.Dense(num_classes, kernel_initializer=init, name=name)
+    return layers.Dense(num_classes, kernel_initializer=init, name=name, dtype="float32")

@@ -110,8 +110,6 @@ class PretrainModel(_StepModel):
         self.contrastive_loss = contrastive_loss  # (z1, z2) -> (loss, metrics)
         self.probe = (heads.linear_head(num_classes, "probe", zero_init=True)
                       if num_classes else None)
-        if self.probe is not None:
-            self.probe.dtype_policy = keras.DTypePolicy("float32")
         self.weight_decay = weight_decay
         names = ["loss", "contrast_loss", "contrast_acc", "contrast_entropy", "weight_decay"]
         if self.probe is not None:
@@ -185,7 +183,6 @@ class ClassifierModel(_StepModel):
         self.head_layer = head_layer
         self.freeze_encoder = freeze_encoder
         self.linear_head = heads.linear_head(num_classes)
-        self.linear_head.dtype_policy = keras.DTypePolicy("float32")
         if freeze_encoder:
             encoder.trainable = False
             if projection_head is not None:

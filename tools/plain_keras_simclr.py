@@ -44,7 +44,7 @@ class PlainSimCLR(keras.Model):
         return self.head(self.encoder(images, training=training))
 
     def train_step(self, data):
-        view1, view2 = data
+        view1, view2, _ = keras.utils.unpack_x_y_sample_weight(data)
         n = tf.shape(view1)[0]
         with tf.GradientTape() as tape:
             z = self(tf.concat([view1, view2], 0), training=True)
