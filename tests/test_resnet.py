@@ -29,7 +29,6 @@ def test_paper_parameter_counts(width, sk_ratio, paper_millions):
     assert abs(count - paper_millions) / paper_millions < 0.021
 
 
-@pytest.mark.slow
 def test_resnet50_4x_paper_count():
     count = _trainable(resnet.resnet(50, 4)) / 1e6
     assert round(count) == 375

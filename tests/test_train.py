@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from simclr_tf import train
+import tensorflow as tf
+
+from simclr_tf import export, train
 from simclr_tf.config import (AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig,
                               RunConfig)
 
@@ -65,6 +67,13 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     ev = _replace(tiny_config(ft_dir, cifar_data_dir, mode="eval"), "model", ft_proj_selector=1)
     _, results = train.run(ev)
     assert results["eval_accuracy"] == pytest.approx(_results(ft_dir)["eval_accuracy"])
+
+    # --mode=export on the fine-tuned run: the classifier's logits are served too.
+    export_dir = tmp_path / "exported"
+    export.export_from_config(_replace(ev, "run", mode="export", export_dir=str(export_dir)))
+    served = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
+        images=tf.zeros([2, 32, 32, 3]))
+    assert served["logits"].shape == (2, 10) and "final_avg_pool" in served
 
 
 def test_pretrain_under_two_replica_mirrored_strategy(tmp_path, cifar_data_dir):
