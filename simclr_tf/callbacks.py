@@ -85,12 +85,24 @@ class SaveCheckpoint(keras.callbacks.Callback):
 
 
 class StopAtStep(keras.callbacks.Callback):
+    """Stops at `total_steps` applied updates; counts batches that applied none.
+
+    Under float16 loss scaling a batch with non-finite gradients is skipped and does
+    not advance `optimizer.iterations`.
+    """
+
     def __init__(self, total_steps):
         super().__init__()
         self.total_steps = total_steps
+        self.skipped = 0
+        self._last = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.total_steps:
+        step = int(self.model.optimizer.iterations.numpy())
+        if step == self._last:
+            self.skipped += 1
+        self._last = step
+        if step >= self.total_steps:
             self.model.stop_training = True
 
 

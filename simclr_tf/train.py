@@ -19,6 +19,7 @@ from simclr_tf import (builders, callbacks, distributed, evaluation, model as mo
 from simclr_tf.config import Config, ConfigError
 
 SUMMARY_DIR = "logs"
+MAX_SKIPPED_STEPS = 1000  # float16 batches with non-finite gradients before giving up
 
 
 def write_json_atomic(path, payload):
@@ -74,15 +75,24 @@ def _train(model, config, strategy, dataset_fn, total_steps, extra_callbacks):
         logging.info("Already at step %d of %d; nothing to train", step, total_steps)
         return step
     logging.info("Training steps %d..%d in %d-step loops", step, total_steps, loop)
-    cbs = list(extra_callbacks) + [callbacks.StopAtStep(total_steps),
-                                   callbacks.SaveCheckpoint(manager)]
+    stopper = callbacks.StopAtStep(total_steps)
+    cbs = list(extra_callbacks) + [stopper, callbacks.SaveCheckpoint(manager)]
     if chief:
         cbs.append(keras.callbacks.TensorBoard(os.path.join(r.model_dir, SUMMARY_DIR),
                                                update_freq=r.summary_steps))
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    model.fit(dataset, epochs=epochs, steps_per_epoch=loop, initial_epoch=step // loop,
-              callbacks=cbs, verbose="auto" if chief else 0, shuffle=False)
-    return int(model.optimizer.iterations.numpy())
+    while True:
+        model.fit(dataset, epochs=epochs, steps_per_epoch=loop, initial_epoch=step // loop,
+                  callbacks=cbs, verbose="auto" if chief else 0, shuffle=False)
+        step = int(model.optimizer.iterations.numpy())
+        if step >= total_steps:
+            return step
+        # Batches skipped by float16 loss scaling did not count: train a little longer.
+        if stopper.skipped > MAX_SKIPPED_STEPS:
+            logging.error("Stopping at step %d: %d batches had non-finite gradients",
+                          step, stopper.skipped)
+            return step
+        epochs = step // loop + math.ceil((total_steps - step) / loop)
 
 
 def _eval_results(model, config, source):

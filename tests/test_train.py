@@ -92,3 +92,20 @@ def test_resume_continues_from_the_checkpoint(tmp_path, cifar_data_dir):
     model, results = train.run(longer)
     assert results["global_step"] == 6
     assert sorted(p.name for p in tmp_path.glob("ckpt-*.index"))[-1] == "ckpt-6.index"
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_pretrain_under_mixed_precision(tmp_path, cifar_data_dir, precision):
+    import keras
+    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=2),
+                      "run", precision=precision)
+    try:
+        model, results = train.run(config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert results["global_step"] == 2
+    assert model.encoder.compute_dtype == precision.split("_")[1]
+    assert all(v.dtype == "float32" for v in model.trainable_variables)  # master weights
+    if precision == "mixed_float16":  # loss scaling wraps the optimizer
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(results["knn_acc"])
