@@ -9,6 +9,9 @@ step:  the compiled train step alone on one real batch held in memory, for the p
        float32 and mixed_bfloat16, in this one process; views/s and GFLOP/s.
 input: the tf.data augmentation pipeline alone; views/s.
 fit:   the real training path (pipeline + step + summaries + checkpoints), views/s.
+budget: pretrain for --budget_minutes of wall clock (schedule sized from a measured step
+       time), then kNN (k=200) and linear-eval accuracy on the CIFAR-10 test split, and the
+       same linear eval of a random-init encoder.
 Times are medians over --repeats timed steps after --warmup untimed ones.
 """
 
@@ -36,6 +39,8 @@ flags.DEFINE_bool("xla", False, "jit_compile the train steps.")
 flags.DEFINE_bool("baseline", True, "Also time the plain Keras baseline (step).")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_integer("repeats", 15, "Timed steps.")
+flags.DEFINE_float("budget_minutes", 10.0, "budget: wall-clock pretraining budget.")
+flags.DEFINE_integer("linear_epochs", 2, "budget: linear-eval epochs on the frozen encoder.")
 flags.DEFINE_string("output", None, "Write the JSON result here too.")
 flags.DEFINE_bool("append", True, "Append a row to BENCHMARKS.md.")
 
@@ -188,11 +193,79 @@ def bench_fit():
     return rows
 
 
+def _cifar_config(mode, model_dir, precision, **run):
+    from simclr_tf.config import (AugmentConfig, Config, DataConfig, LossConfig, ModelConfig,
+                                  OptimConfig, RunConfig)
+    linear = mode == "linear_eval"
+    return Config(
+        run=RunConfig(**{"mode": mode, "model_dir": model_dir, "precision": precision,
+                         "strategy": "one_device", "checkpoint_steps": 200,
+                         "knn_bank_size": 50000, **run}),
+        data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir, batch_size=FLAGS.batch,
+                        cache=True),
+        model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
+        augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
+        loss=LossConfig(temperature=0.5),
+        optim=(OptimConfig(optimizer="momentum", learning_rate=0.1, warmup_epochs=0,
+                           weight_decay=0.0) if linear else
+               OptimConfig(learning_rate=1.0, warmup_epochs=0.5, weight_decay=1e-4)))
+
+
+def bench_budget():
+    """Pretrain for a wall-clock budget, then kNN and linear eval; same for random init."""
+    import tempfile
+
+    import keras
+
+    from simclr_tf import train
+    precision = FLAGS.precisions[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        # Calibrate the step time, then size the schedule to fill the budget.
+        times = []
+
+        class StepTimes(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                times.append(time.perf_counter())
+
+        train.run(_cifar_config("pretrain", f"{root}/calibrate", precision, train_steps=12,
+                                eval_steps=1, knn_bank_size=256), [StepTimes()])
+        step_s = statistics.median(b - a for a, b in zip(times[4:], times[5:]))
+        steps = max(1, int(FLAGS.budget_minutes * 60 / step_s))
+        keras.mixed_precision.set_global_policy("float32")
+        start = time.perf_counter()
+        _, pre = train.run(_cifar_config("pretrain", f"{root}/pre", precision,
+                                         train_steps=steps))
+        pretrain_s = time.perf_counter() - start
+        linear_steps = FLAGS.linear_epochs * 50000 // FLAGS.batch
+        for name, init in (("pretrained", f"{root}/pre"), ("random init", None)):
+            keras.mixed_precision.set_global_policy("float32")
+            _, lin = train.run(_cifar_config("linear_eval", f"{root}/lin_{len(rows)}", precision,
+                                             train_steps=linear_steps, init_checkpoint=init))
+            row = {"impl": f"simclr_tf budget, {name}", "precision": precision,
+                   "linear_eval_acc": lin["eval_accuracy"]}
+            if init:
+                row.update(knn_acc=pre["knn_acc"], pretrain_steps=steps,
+                           pretrain_s=pretrain_s, images_per_s=steps * FLAGS.batch / pretrain_s)
+            rows.append(row)
+        keras.mixed_precision.set_global_policy("float32")
+    return rows
+
+
 def _append_markdown(mode, rows, command):
     path = os.path.join(REPO, "BENCHMARKS.md")
     lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
              f"Command: `{command}`\n", "| impl | precision | images/s | views/s | step s | "
              "GFLOP/s | vs plain Keras fp32 |", "|---|---|---|---|---|---|---|"]
+    if mode == "budget":
+        lines[2:4] = ["| encoder | precision | pretrain steps | pretrain job s (incl. build, kNN) | kNN acc | "
+                      "linear eval acc |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append("| {} | {} | {} | {} | {} | {:.2%} |".format(
+                r["impl"], r["precision"], r.get("pretrain_steps", "-"),
+                f"{r['pretrain_s']:.0f}" if "pretrain_s" in r else "-",
+                f"{r['knn_acc']:.2%}" if "knn_acc" in r else "-", r["linear_eval_acc"]))
+        rows = []
     for r in rows:
         lines.append("| {} | {} | {:.1f} | {:.1f} | {} | {} | {} |".format(
             r["impl"], r.get("precision", "-"), r["images_per_s"], r["views_per_s"],
@@ -204,11 +277,13 @@ def _append_markdown(mode, rows, command):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("step", "input", "fit"):
-        print("usage: benchmark.py step|input|fit [flags]", file=sys.stderr)
+    modes = {"step": bench_step, "input": bench_input, "fit": bench_fit,
+             "budget": bench_budget}
+    if len(argv) != 2 or argv[1] not in modes:
+        print(f"usage: benchmark.py {'|'.join(modes)} [flags]", file=sys.stderr)
         return 2
     mode = argv[1]
-    rows = {"step": bench_step, "input": bench_input, "fit": bench_fit}[mode]()
+    rows = modes[mode]()
     settings = {"depth": FLAGS.depth, "width": FLAGS.width, "batch": FLAGS.batch,
                 "xla": FLAGS.xla, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
