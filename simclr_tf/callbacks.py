@@ -107,7 +107,7 @@ class StopAtStep(keras.callbacks.Callback):
 
 
 class KnnMonitor(keras.callbacks.Callback):
-    """Adds `knn_acc` to the epoch logs every `every_epochs` fit epochs."""
+    """Adds `knn_acc` to the epoch logs every `every_epochs` fit epochs (0: never)."""
 
     def __init__(self, bank_dataset_fn, query_dataset_fn, num_classes, every_epochs,
                  k=200, temperature=0.1):
@@ -115,7 +115,7 @@ class KnnMonitor(keras.callbacks.Callback):
         self.bank_dataset_fn = bank_dataset_fn
         self.query_dataset_fn = query_dataset_fn
         self.num_classes = num_classes
-        self.every_epochs = max(1, int(every_epochs))
+        self.every_epochs = max(1, round(every_epochs)) if every_epochs > 0 else 0
         self.k, self.temperature = k, temperature
         self.last = None
 
@@ -128,7 +128,7 @@ class KnnMonitor(keras.callbacks.Callback):
         return self.last
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_epochs == 0 and logs is not None:
+        if self.every_epochs and (epoch + 1) % self.every_epochs == 0 and logs is not None:
             logs["knn_acc"] = self.evaluate()
 
 

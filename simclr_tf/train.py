@@ -5,6 +5,7 @@ fed with `distribute_datasets_from_function`. Results are written to
 `model_dir/results.json` atomically; the resolved config to `model_dir/config.json`.
 """
 
+import functools
 import json
 import math
 import os
@@ -114,10 +115,10 @@ def _eval_results(model, config, source):
 
 def _knn_datasets(config, source):
     d = config.data
-    bank = lambda: pipeline.eval_dataset(source, d.train_split, d, d.eval_batch_size,  # noqa
-                                         config.run.knn_bank_size)
-    query = lambda: pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size,  # noqa
-                                          config.run.eval_steps * d.eval_batch_size)
+    bank = functools.partial(pipeline.eval_dataset, source, d.train_split, d,
+                             d.eval_batch_size, config.run.knn_bank_size)
+    query = functools.partial(pipeline.eval_dataset, source, d.eval_split, d,
+                              d.eval_batch_size, config.run.eval_steps * d.eval_batch_size)
     return bank, query
 
 
@@ -141,10 +142,9 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
     if source.labeled and d.eval_split in source.split_sizes:
         bank, query = _knn_datasets(config, source)
         loop = min(config.run.checkpoint_steps, total)
-        every = (config.run.knn_every_epochs * steps_per_epoch / loop
-                 if config.run.knn_every_epochs > 0 else math.inf)
-        monitor = callbacks.KnnMonitor(bank, query, source.num_classes,
-                                       every if every != math.inf else 10**9,
+        # In fit epochs (checkpoint loops); 0 means only the final evaluation below.
+        every = config.run.knn_every_epochs * steps_per_epoch / loop
+        monitor = callbacks.KnnMonitor(bank, query, source.num_classes, every,
                                        config.run.knn_k, config.run.knn_temperature)
         extra.insert(0, monitor)
     step = _train(model, config, strategy, dataset_fn, total, extra)
@@ -190,7 +190,6 @@ def evaluate(config: Config, strategy, source):
     """Evaluates the classifier checkpoint in model_dir on the eval split."""
     with strategy.scope():
         model = _classifier_model(config, source, fresh_encoder=True)
-        model.compile(jit_compile=config.run.jit_compile)
     path = callbacks.restore_parts(
         {k: v for k, v in builders.checkpoint_items(model).items() if k != "optimizer"},
         config.run.model_dir)

@@ -103,3 +103,19 @@ def test_checkpoints_hold_every_model_variable(tmp_path):
     for mine, theirs in zip(model.encoder.variables, clf.encoder.variables):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     assert saved
+
+
+def test_keras_evaluate_agrees_with_the_project_evaluation():
+    from simclr_tf import evaluation
+    model = builders.classifier_model(_config("finetune"), num_classes=5)
+    model.linear_head.kernel.assign(
+        np.random.default_rng(3).normal(size=model.linear_head.kernel.shape))
+    model.compile()
+    rng = np.random.default_rng(4)
+    data = {"image": rng.random((10, 16, 16, 3)).astype(np.float32),
+            "label": np.array([0, 1, 2, 3, 4, -1, 0, 1, 2, 3])}
+    dataset = tf.data.Dataset.from_tensor_slices(data).batch(4)  # short last batch
+    keras_logs = model.evaluate(dataset, verbose=0, return_dict=True)
+    reference = evaluation.classification_metrics(model, dataset)
+    assert keras_logs["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
+    assert keras_logs["loss"] == pytest.approx(reference["loss"], rel=1e-5)
