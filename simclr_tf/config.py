@@ -43,6 +43,10 @@ class AugmentConfig:
     noise_prob: float = 0.0
     sobel_prob: float = 0.0
     color_drop_prob: float = 0.0
+    # Views made over whole batches (batch_augment.py: same distribution, far fewer
+    # ops); images of mixed sizes are cropped one by one first. Off, or with any
+    # ablation transform on, every view is made image by image (augment.py).
+    batched_augment: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

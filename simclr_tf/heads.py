@@ -7,6 +7,8 @@ classifier can fine-tune from head layer k, as SimCLRv2 does (k = 0 is h itself)
 import keras
 from keras import layers
 
+from simclr_tf.batch_norm import FusedBatchNormalization
+
 BN_EPSILON = 1e-5
 
 
@@ -19,7 +21,7 @@ class DenseBN(layers.Layer):
         self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
         self.dense = layers.Dense(units, use_bias=False,
                                   kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
+        self.bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
                                             center=center, synchronized=sync_bn)
 
     def build(self, input_shape):

@@ -2,8 +2,11 @@
 
 Each replica holds its local views `z1, z2 [n, d]`; in a replica context with more
 than one replica they are gathered with `ReplicaContext.all_gather` (differentiable),
-so every local anchor sees all 2N-2 negatives of the global batch. One
-`[2n, 2N]` logits matrix is formed per replica (one 2N x 2N matrix in total).
+so every local anchor sees all 2N-2 negatives of the global batch. NT-Xent computes
+its `[2n, 2N]` logits in blocks of `BLOCK_ROWS` anchors, forward and backward (a
+custom gradient recomputes each block), so even a global batch of 8192 (a 16384 x
+16384 matrix, 1 GiB in float32) never holds more than one block of it. The
+ablation losses (NT-Logistic, margin triplet) form the whole `[2n, 2N]` matrix.
 The returned loss is the local mean; the train step divides by the replica count
 once, which makes the summed gradients equal the single-device ones.
 """
@@ -11,6 +14,7 @@ once, which makes the summed gradients equal the single-device ones.
 import tensorflow as tf
 
 LARGE_NUM = 1e9
+BLOCK_ROWS = 1024  # anchors per logits block: 1024 x 2N floats (64 MiB at 2N = 16384)
 
 
 def _gather(x, ctx):
@@ -57,15 +61,107 @@ def _metrics(cross_logits):
     return {"contrast_acc": accuracy, "contrast_entropy": entropy}
 
 
-def nt_xent(z1, z2, temperature, normalize=True):
+def _blocks(x, block):
+    """[rows, ...] -> [blocks, block, ...], zero-padded at the end."""
+    rows = tf.shape(x)[0]
+    padded = (rows + block - 1) // block * block
+    pad = [[0, padded - rows]] + [[0, 0]] * (x.shape.rank - 1)
+    return tf.reshape(tf.pad(x, pad), tf.concat([[-1, block], tf.shape(x)[1:]], 0))
+
+
+def _masked_logits(anchors, candidates, self_index, temperature):
+    logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+    columns = tf.range(tf.shape(candidates)[0])
+    return tf.where(columns[None, :] == self_index[:, None], logits - LARGE_NUM, logits)
+
+
+def _blockwise_cross_entropy(anchors, candidates, positive, self_index, temperature, block):
+    """Per-anchor softmax cross-entropy of the positive, one block of rows at a time."""
+    rows = tf.shape(anchors)[0]
+
+    @tf.custom_gradient
+    def cross_entropy(anchors, candidates):
+        def forward(args):
+            a, pos, own = args
+            logits = _masked_logits(a, candidates, own, temperature)
+            return (tf.reduce_logsumexp(logits, axis=1)
+                    - tf.gather(logits, pos, axis=1, batch_dims=1))
+
+        blocks = (_blocks(anchors, block), _blocks(positive, block), _blocks(self_index, block))
+        per_anchor = tf.map_fn(forward, blocks, fn_output_signature=tf.float32,
+                               parallel_iterations=1)
+        per_anchor = tf.reshape(per_anchor, [-1])[:rows]
+
+        def grad(upstream):
+            def backward(i, d_anchors, d_candidates):
+                a, pos, own, g = (blocks[0][i], blocks[1][i], blocks[2][i], upstream_blocks[i])
+                probs = tf.nn.softmax(_masked_logits(a, candidates, own, temperature))
+                d_logits = (probs - tf.one_hot(pos, tf.shape(candidates)[0])) * (
+                    g[:, None] / temperature)
+                return (i + 1, d_anchors.write(i, tf.matmul(d_logits, candidates)),
+                        d_candidates + tf.matmul(d_logits, a, transpose_a=True))
+
+            upstream_blocks = _blocks(upstream, block)
+            count = tf.shape(upstream_blocks)[0]
+            _, d_anchors, d_candidates = tf.while_loop(
+                lambda i, *_: i < count, backward,
+                (0, tf.TensorArray(tf.float32, size=count), tf.zeros_like(candidates)),
+                parallel_iterations=1)
+            d_anchors = tf.reshape(d_anchors.stack(), [-1, tf.shape(anchors)[1]])[:rows]
+            return d_anchors, d_candidates
+
+        return per_anchor, grad
+
+    return cross_entropy(anchors, candidates)
+
+
+def _blockwise_metrics(z1, z2_all, temperature, block):
+    """`_metrics` of the cross-view logits [n, N], a block of rows at a time."""
+    ctx = tf.distribute.get_replica_context()
+    replica = 0 if ctx is None else tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+    n = tf.shape(z1)[0]
+    labels = tf.range(n) + replica * n
+
+    def per_row(args):
+        a, label = args
+        logits = tf.matmul(a, z2_all, transpose_b=True) / temperature
+        correct = tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), label),
+                          tf.float32)
+        probs = tf.nn.softmax(logits, axis=1)
+        entropy = -tf.reduce_sum(probs * tf.math.log(probs + 1e-8), axis=1)
+        return tf.stack([correct, entropy], axis=1)
+
+    rows = tf.map_fn(per_row, (_blocks(tf.stop_gradient(z1), block), _blocks(labels, block)),
+                     fn_output_signature=tf.float32, parallel_iterations=1)
+    rows = tf.reshape(rows, [-1, 2])[:n]
+    return {"contrast_acc": tf.reduce_mean(rows[:, 0]),
+            "contrast_entropy": tf.reduce_mean(rows[:, 1])}
+
+
+def nt_xent(z1, z2, temperature, normalize=True, block_rows=BLOCK_ROWS):
     """NT-Xent: softmax cross-entropy of each anchor's positive among 2N-1 others.
 
     Returns `(loss, metrics)`: the mean over the local 2n anchors and a dict with
-    `contrast_acc` and `contrast_entropy` (over the cross-view logits).
+    `contrast_acc` and `contrast_entropy` (over the cross-view logits). The logits
+    are formed `block_rows` anchors at a time.
     """
-    logits, positive, cross = contrastive_logits(z1, z2, temperature, normalize)
-    per_anchor = tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits)
-    return tf.reduce_mean(per_anchor), _metrics(cross)
+    z1 = tf.cast(z1, tf.float32)
+    z2 = tf.cast(z2, tf.float32)
+    if normalize:
+        z1 = tf.math.l2_normalize(z1, axis=-1)
+        z2 = tf.math.l2_normalize(z2, axis=-1)
+    ctx = tf.distribute.get_replica_context()
+    z1_all, replica = _gather(z1, ctx)
+    z2_all, _ = _gather(z2, ctx)
+    n = tf.shape(z1)[0]
+    n_all = tf.shape(z1_all)[0]
+    own = tf.range(n) + replica * n
+    per_anchor = _blockwise_cross_entropy(
+        tf.concat([z1, z2], axis=0), tf.concat([z1_all, z2_all], axis=0),
+        tf.concat([own + n_all, own], axis=0), tf.concat([own, own + n_all], axis=0),
+        temperature, block_rows)
+    return (tf.reduce_mean(per_anchor),
+            _blockwise_metrics(z1, tf.stop_gradient(z2_all), temperature, block_rows))
 
 
 def _positive_and_negative_mask(logits, positive):

@@ -77,6 +77,8 @@ HELP = {
     "noise_prob": "Ablation: probability of Gaussian noise.",
     "sobel_prob": "Ablation: probability of Sobel filtering.",
     "color_drop_prob": "Ablation: probability of colour drop.",
+    "batched_augment": "Make the views over whole batches (same distribution, far fewer ops; "
+                       "mixed-size images are cropped one by one first). Off: image by image.",
     "loss": "nt_xent, nt_logistic or margin_triplet.",
     "temperature": "Contrastive temperature.",
     "hidden_norm": "L2-normalise projections before the loss.",

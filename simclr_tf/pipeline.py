@@ -7,14 +7,17 @@ Each training pipeline is built per input pipeline from a `tf.distribute.InputCo
 `deterministic` is set.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
-from simclr_tf import augment
+from simclr_tf import augment, batch_augment
 from simclr_tf.config import AugmentConfig, DataConfig
 from simclr_tf.datasource import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
+COLOUR_TAG = 0xC010  # folds a batch's seed away from its images' own seeds
 
 
 def _options(deterministic):
@@ -83,13 +86,44 @@ def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_
                      ctx=None):
     """Batches of `{"view1", "view2", "label"}` for contrastive pretraining."""
     size = data.image_size
+    batched = aug.batched_augment and batch_augment.supports(aug)
+    examples = _examples(source, split, data, ctx)
+    if batched and examples.element_spec["image"].shape.is_fully_defined():
+        # One size: batch first; the whole view graph runs once per batch, seeded by
+        # the batch's index, so no per-image op is left.
+        def views(seed, ex):
+            v1, v2 = batch_augment.two_views_of_batch(ex["image"], seed, size, aug)
+            return {"view1": v1, "view2": v2, "label": ex["label"]}
 
-    def views(seed, ex):
-        v1, v2 = augment.two_views(ex["image"], seed, size, size, config=aug)
-        return {"view1": v1, "view2": v2, "label": ex["label"]}
+        ds = _seeded(examples.batch(batch_size, drop_remainder=True), data, ctx)
+        ds = ds.map(views, num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
 
-    ds = _seeded(_examples(source, split, data, ctx), data, ctx)
-    return _finish(ds.map(views, num_parallel_calls=AUTOTUNE), batch_size, data)
+    ds = _seeded(examples, data, ctx)
+    per_image = (dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0,
+                                     blur_prob=0.0) if batched else aug)
+
+    def cropped_views(seed, ex):
+        v1, v2 = augment.two_views(ex["image"], seed, size, size, config=per_image)
+        return {"view1": v1, "view2": v2, "label": ex["label"], "seed": seed}
+
+    def colour(batch):
+        seeds = tf.random.experimental.stateless_split(_batch_seed(batch.pop("seed")), 2)
+        return dict(batch, view1=batch_augment.colour_stage(batch["view1"], seeds[0], aug),
+                    view2=batch_augment.colour_stage(batch["view2"], seeds[1], aug))
+
+    ds = ds.map(cropped_views, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if batched:
+        ds = ds.map(colour, num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(lambda batch: {k: v for k, v in batch.items() if k != "seed"})
+    return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
+
+
+def _batch_seed(element_seeds):
+    """One seed per batch, from its first element's; each image still draws its own."""
+    return tf.random.experimental.stateless_fold_in(element_seeds[0], COLOUR_TAG)
 
 
 def classifier_train_dataset(source, split, data: DataConfig, batch_size, ctx=None,

@@ -9,6 +9,8 @@ ResNet-D stem and shortcuts.
 import keras
 from keras import layers, ops
 
+from simclr_tf.batch_norm import FusedBatchNormalization
+
 BLOCKS = {  # depth -> (bottleneck?, blocks per group)
     18: (False, (2, 2, 2, 2)),
     34: (False, (3, 4, 6, 3)),
@@ -30,7 +32,7 @@ class _Builder:
         self.bn_momentum = bn_momentum
 
     def bn(self, x, relu=True, zero_gamma=False, name=None):
-        x = layers.BatchNormalization(
+        x = FusedBatchNormalization(
             momentum=self.bn_momentum, epsilon=BN_EPSILON, synchronized=self.sync_bn,
             gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
         return layers.ReLU()(x) if relu else x
@@ -93,11 +95,11 @@ class SelectiveKernel(layers.Layer):
         self.conv = layers.Conv2D(2 * filters, 3, strides, use_bias=False,
                                   padding="valid" if strides > 1 else "same",
                                   kernel_initializer="variance_scaling")
-        self.bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
+        self.bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
                                             synchronized=sync_bn)
         mid = max(int(filters * sk_ratio), SK_MIN_DIM)
         self.squeeze = layers.Conv2D(mid, 1, use_bias=False, kernel_initializer="variance_scaling")
-        self.squeeze_bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
+        self.squeeze_bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
                                                     synchronized=sync_bn)
         self.expand = layers.Conv2D(2 * filters, 1, use_bias=False,
                                     kernel_initializer="variance_scaling")

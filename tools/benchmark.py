@@ -37,9 +37,16 @@ flags.DEFINE_integer("batch", 256, "Global batch size (images; 2 views each).")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to compare.")
 flags.DEFINE_bool("xla", False, "jit_compile the train steps.")
 flags.DEFINE_bool("baseline", True, "Also time the plain Keras baseline (step).")
+flags.DEFINE_bool("torch_baseline", True,
+                  "Also time the plain PyTorch baseline (step; skipped if torch is missing).")
+flags.DEFINE_integer("torch_threads", 2, "Threads for the PyTorch baseline.")
+flags.DEFINE_integer("devices", 1, "Logical CPU devices; > 1 runs the project step and fit "
+                     "under MirroredStrategy across them.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_integer("repeats", 15, "Timed steps.")
 flags.DEFINE_float("budget_minutes", 10.0, "budget: wall-clock pretraining budget.")
+flags.DEFINE_integer("steps", 0, "budget: pretrain exactly this many steps instead (equal-step "
+                     "comparisons of --precisions).")
 flags.DEFINE_integer("linear_epochs", 2, "budget: linear-eval epochs on the frozen encoder.")
 flags.DEFINE_string("output", None, "Write the JSON result here too.")
 flags.DEFINE_bool("append", True, "Append a row to BENCHMARKS.md.")
@@ -100,11 +107,46 @@ def _project_model(precision, width):
                     data=DataConfig(image_size=32),
                     model=ModelConfig(depth=FLAGS.depth, width_multiplier=width),
                     loss=LossConfig(temperature=0.5))
-    model = builders.pretrain_model(config, num_classes=10)
-    optimizer = optimizers.build_optimizer("lars", 0.1, 0.9, 1e-4,
-                                           models.no_decay_variables(model))
-    model.compile(optimizer=optimizer, jit_compile=FLAGS.xla)
+    with _strategy().scope():
+        model = builders.pretrain_model(config, num_classes=10)
+        optimizer = optimizers.build_optimizer("lars", 0.1, 0.9, 1e-4,
+                                               models.no_decay_variables(model))
+        model.compile(optimizer=optimizer, jit_compile=FLAGS.xla)
     return model, forward_flops(model.encoder)
+
+
+def _strategy():
+    from simclr_tf import distributed
+    return distributed.make_strategy("default", num_devices=FLAGS.devices)
+
+
+def _torch_rows(batch):
+    """The PyTorch baseline in its own process (its thread pool never meets TF's)."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("torch is not installed: PyTorch baseline skipped "
+              "(pip install torch==2.13.0)", file=sys.stderr)
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "batch.npz")
+        np.savez(path, view1=batch["view1"].numpy(), view2=batch["view2"].numpy())
+        out = subprocess.run(
+            [sys.executable, os.path.join(REPO, "tools", "plain_torch_simclr.py"), path,
+             f"--width={FLAGS.width}", f"--threads={FLAGS.torch_threads}",
+             f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}"],
+            check=True, capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        rows.append({"impl": "plain_pytorch", "precision": r["precision"],
+                     "step_s": r["step_s"], "views_per_s": 2 * FLAGS.batch / r["step_s"],
+                     "images_per_s": FLAGS.batch / r["step_s"]})
+    return rows
 
 
 def bench_step():
@@ -129,11 +171,14 @@ def bench_step():
             rows.append({"impl": "plain_keras", "precision": precision, "step_s": seconds,
                          "views_per_s": views / seconds, "images_per_s": FLAGS.batch / seconds})
         keras.mixed_precision.set_global_policy("float32")
-    base = next((r for r in rows if r["impl"] == "plain_keras" and r["precision"] == "float32"),
-                None)
-    if base:
-        for r in rows:
-            r["vs_plain_keras_float32"] = base["step_s"] / r["step_s"]
+    if FLAGS.torch_baseline:
+        rows += _torch_rows(batch)
+    for key, impl, precision in (("vs_plain_keras_float32", "plain_keras", "float32"),
+                                 ("vs_pytorch_bf16", "plain_pytorch", "bf16_autocast")):
+        base = next((r for r in rows if r["impl"] == impl and r["precision"] == precision),
+                    None)
+        for r in rows if base else []:
+            r[key] = base["step_s"] / r["step_s"]
     return rows
 
 
@@ -175,20 +220,24 @@ def bench_fit():
                 run=RunConfig(mode="pretrain", model_dir=model_dir, train_steps=steps,
                               checkpoint_steps=max(1, steps // 2), summary_steps=10,
                               precision=precision, jit_compile=FLAGS.xla, eval_steps=1,
-                              knn_bank_size=256, strategy="one_device"),
+                              knn_bank_size=256, strategy="default"),
                 data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir,
                                 batch_size=FLAGS.batch, cache=True),
                 model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
                 augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
                 loss=LossConfig(temperature=0.5))
-            train.run(config, extra_callbacks=[StepTimes()])
+            model, _ = train.run(config, extra_callbacks=[StepTimes()])
         deltas = [b - a for a, b in zip(times[FLAGS.warmup - 1:], times[FLAGS.warmup:])]
         seconds = statistics.median(deltas)
         mean = (times[-1] - times[FLAGS.warmup - 1]) / len(deltas)
+        # The same compiled model's step on one batch in memory, right after: fit / step.
+        batch = _real_batch(FLAGS.batch)
+        step_alone = _time_steps(lambda: model.train_on_batch(batch))
         rows.append({"impl": "simclr_tf fit", "precision": precision, "step_s": seconds,
                      "mean_step_s_incl_checkpoints": mean,
                      "views_per_s": 2 * FLAGS.batch / mean,
-                     "images_per_s": FLAGS.batch / mean})
+                     "images_per_s": FLAGS.batch / mean,
+                     "step_alone_s": step_alone, "fit_vs_step": step_alone / mean})
         keras.mixed_precision.set_global_policy("float32")
     return rows
 
@@ -208,70 +257,105 @@ def _cifar_config(mode, model_dir, precision, **run):
         loss=LossConfig(temperature=0.5),
         optim=(OptimConfig(optimizer="momentum", learning_rate=0.1, warmup_epochs=0,
                            weight_decay=0.0) if linear else
-               OptimConfig(learning_rate=1.0, warmup_epochs=0.5, weight_decay=1e-4)))
+               OptimConfig(learning_rate=1.0, warmup_epochs=1.0, weight_decay=1e-4)))
 
 
 def bench_budget():
-    """Pretrain for a wall-clock budget, then kNN and linear eval; same for random init."""
+    """Pretrain for a wall-clock budget (or --steps), then kNN and linear eval, per
+    precision; then the same evaluations of a random-init encoder."""
     import tempfile
 
     import keras
 
-    from simclr_tf import train
-    precision = FLAGS.precisions[0]
+    from simclr_tf import builders, evaluation, sources, train
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        # Calibrate the step time, then size the schedule to fill the budget.
-        times = []
-
-        class StepTimes(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                times.append(time.perf_counter())
-
-        train.run(_cifar_config("pretrain", f"{root}/calibrate", precision, train_steps=12,
-                                eval_steps=1, knn_bank_size=256), [StepTimes()])
-        step_s = statistics.median(b - a for a, b in zip(times[4:], times[5:]))
-        steps = max(1, int(FLAGS.budget_minutes * 60 / step_s))
-        keras.mixed_precision.set_global_policy("float32")
-        start = time.perf_counter()
-        _, pre = train.run(_cifar_config("pretrain", f"{root}/pre", precision,
-                                         train_steps=steps))
-        pretrain_s = time.perf_counter() - start
-        linear_steps = FLAGS.linear_epochs * 50000 // FLAGS.batch
-        for name, init in (("pretrained", f"{root}/pre"), ("random init", None)):
+        for precision in FLAGS.precisions:
+            steps = FLAGS.steps or _budget_steps(root, precision)
             keras.mixed_precision.set_global_policy("float32")
-            _, lin = train.run(_cifar_config("linear_eval", f"{root}/lin_{len(rows)}", precision,
-                                             train_steps=linear_steps, init_checkpoint=init))
-            row = {"impl": f"simclr_tf budget, {name}", "precision": precision,
-                   "linear_eval_acc": lin["eval_accuracy"]}
-            if init:
-                row.update(knn_acc=pre["knn_acc"], pretrain_steps=steps,
-                           pretrain_s=pretrain_s, images_per_s=steps * FLAGS.batch / pretrain_s)
+            start = time.perf_counter()
+            _, pre = train.run(_cifar_config("pretrain", f"{root}/pre_{precision}", precision,
+                                             train_steps=steps))
+            pretrain_s = time.perf_counter() - start
+            row = {"impl": "simclr_tf budget, pretrained", "precision": precision,
+                   "knn_acc": pre["knn_acc"], "pretrain_steps": steps,
+                   "pretrain_s": pretrain_s, "images_per_s": steps * FLAGS.batch / pretrain_s}
+            row["linear_eval_acc"] = _linear_eval(root, precision, f"{root}/pre_{precision}")
             rows.append(row)
+        # Random init: the same kNN and linear evaluation of an untrained encoder.
+        precision = FLAGS.precisions[0]
+        keras.mixed_precision.set_global_policy("float32")
+        config = _cifar_config("pretrain", f"{root}/random", precision)
+        source = sources.open_source("cifar10", FLAGS.data_dir, download=False)
+        bank, query = train._knn_datasets(config, source)
+        encoder = builders.pretrain_model(config, num_classes=0).encoder
+        knn = evaluation.knn_accuracy(encoder, bank(), query(), source.num_classes,
+                                      config.run.knn_k, config.run.knn_temperature)
+        rows.append({"impl": "simclr_tf budget, random init", "precision": precision,
+                     "knn_acc": knn, "linear_eval_acc": _linear_eval(root, precision, None)})
         keras.mixed_precision.set_global_policy("float32")
     return rows
+
+
+def _budget_steps(root, precision):
+    """Steps that fill --budget_minutes, from the median of a short calibration run."""
+    import keras
+
+    from simclr_tf import train
+    times = []
+
+    class StepTimes(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter())
+
+    keras.mixed_precision.set_global_policy("float32")
+    train.run(_cifar_config("pretrain", f"{root}/calibrate_{precision}", precision,
+                            train_steps=12, eval_steps=1, knn_bank_size=256), [StepTimes()])
+    step_s = statistics.median(b - a for a, b in zip(times[4:], times[5:]))
+    return max(1, int(FLAGS.budget_minutes * 60 / step_s))
+
+
+def _linear_eval(root, precision, init):
+    import keras
+
+    from simclr_tf import train
+    keras.mixed_precision.set_global_policy("float32")
+    linear_steps = FLAGS.linear_epochs * 50000 // FLAGS.batch
+    _, lin = train.run(_cifar_config("linear_eval", f"{root}/lin_{precision}_{bool(init)}",
+                                     precision, train_steps=linear_steps, init_checkpoint=init))
+    return lin["eval_accuracy"]
 
 
 def _append_markdown(mode, rows, command):
     path = os.path.join(REPO, "BENCHMARKS.md")
     lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
              f"Command: `{command}`\n", "| impl | precision | images/s | views/s | step s | "
-             "GFLOP/s | vs plain Keras fp32 |", "|---|---|---|---|---|---|---|"]
+             "GFLOP/s | vs plain Keras fp32 | vs PyTorch bf16 |", "|---|---|---|---|---|---|---|---|"]
     if mode == "budget":
         lines[2:4] = ["| encoder | precision | pretrain steps | pretrain job s (incl. build, kNN) | kNN acc | "
                       "linear eval acc |", "|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append("| {} | {} | {} | {} | {} | {:.2%} |".format(
+            lines.append("| {} | {} | {} | {} | {:.2%} | {:.2%} |".format(
                 r["impl"], r["precision"], r.get("pretrain_steps", "-"),
                 f"{r['pretrain_s']:.0f}" if "pretrain_s" in r else "-",
-                f"{r['knn_acc']:.2%}" if "knn_acc" in r else "-", r["linear_eval_acc"]))
+                r["knn_acc"], r["linear_eval_acc"]))
+        rows = []
+    if mode == "fit":
+        lines[2:4] = ["| impl | precision | images/s | views/s | median step s | mean step s "
+                      "(incl. checkpoints) | same model's step alone s | fit / step |",
+                      "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append("| {} | {} | {:.1f} | {:.1f} | {:.3f} | {:.3f} | {:.3f} | {:.2f} |".format(
+                r["impl"], r["precision"], r["images_per_s"], r["views_per_s"], r["step_s"],
+                r["mean_step_s_incl_checkpoints"], r["step_alone_s"], r["fit_vs_step"]))
         rows = []
     for r in rows:
-        lines.append("| {} | {} | {:.1f} | {:.1f} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {:.1f} | {:.1f} | {} | {} | {} | {} |".format(
             r["impl"], r.get("precision", "-"), r["images_per_s"], r["views_per_s"],
             f"{r['step_s']:.3f}" if "step_s" in r else "-",
             f"{r['gflops_per_s']:.0f}" if "gflops_per_s" in r else "-",
-            f"{r['vs_plain_keras_float32']:.2f}x" if "vs_plain_keras_float32" in r else "-"))
+            f"{r['vs_plain_keras_float32']:.2f}x" if "vs_plain_keras_float32" in r else "-",
+            f"{r['vs_pytorch_bf16']:.2f}x" if "vs_pytorch_bf16" in r else "-"))
     with open(path, "a") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -283,9 +367,12 @@ def main(argv):
         print(f"usage: benchmark.py {'|'.join(modes)} [flags]", file=sys.stderr)
         return 2
     mode = argv[1]
+    if FLAGS.devices > 1:
+        from simclr_tf import distributed
+        distributed.split_cpu(FLAGS.devices)
     rows = modes[mode]()
     settings = {"depth": FLAGS.depth, "width": FLAGS.width, "batch": FLAGS.batch,
-                "xla": FLAGS.xla, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
+                "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
               "date": datetime.date.today().isoformat(), "rows": rows}
     print(json.dumps(result, indent=2))

@@ -1,0 +1,270 @@
+"""The SimCLR views made over a whole batch at once.
+
+On small images such as CIFAR's 32 x 32 the per-image graph of `augment.simclr_view`
+costs more in op dispatch than in arithmetic (dozens of small ops per view, with
+`switch_case` and `cond`), and on a CPU that work competes with the train step for
+the same cores. Written over `[B, H, W, 3]` with per-image random values it is a
+handful of ops per batch. The distribution is the per-image one: each image draws
+its own crop, flip, apply decisions, jitter factors and order, and blur sigma, and
+the ops compute the same values (`tf.image.resize`'s bicubic taps, `tf.image`'s HSV
+saturation and hue, contrast about the per-channel mean, clipping after each op);
+tests compare them image by image with the `tf.image` functions.
+
+`views_of_batch` needs images of one size (CIFAR, or any TFDS dataset with a fixed
+shape); for images of mixed sizes the pipeline crops image by image and applies only
+`colour_stage` per batch.
+"""
+
+import math
+
+import tensorflow as tf
+
+from simclr_tf import augment
+from simclr_tf.config import AugmentConfig
+
+NUM_JITTER_OPS = 4  # brightness, contrast, saturation, hue
+KEYS_A = -0.5  # the cubic kernel of tf.image.resize(method="bicubic")
+KERNEL_TABLE_SIZE = 1024  # TF's bicubic kernel quantises the tap offset to 1/1024
+
+
+def supports(config: AugmentConfig):
+    """The batched stage covers the default transforms, not the paper's ablation ones."""
+    return not any(p > 0 for p in (config.rotation_prob, config.cutout_prob, config.noise_prob,
+                                   config.sobel_prob, config.color_drop_prob))
+
+
+def _per_image(values):
+    return tf.reshape(values, [-1, 1, 1, 1])
+
+
+def adjust_brightness(images, factor, version="v2"):
+    """v2 multiplies by `factor`, v1 adds it (one value per image)."""
+    return images + _per_image(factor) if version == "v1" else images * _per_image(factor)
+
+
+def adjust_contrast(images, factor):
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return (images - mean) * _per_image(factor) + mean
+
+
+def adjust_saturation(images, factor):
+    """HSV saturation x factor (clipped to 1), without leaving RGB.
+
+    With V = max(r, g, b) fixed, every channel is V - V * S * k(H), so scaling S by f
+    moves each channel towards V by f; S' = min(f S, 1) caps f at 1 / S = V / (V - min).
+    """
+    value = tf.reduce_max(images, axis=-1, keepdims=True)
+    spread = value - tf.reduce_min(images, axis=-1, keepdims=True)
+    factor = tf.minimum(_per_image(factor), tf.math.divide_no_nan(value, spread))
+    return value + factor * (images - value)
+
+
+def adjust_hue(images, delta):
+    """HSV hue + delta, wrapped to [0, 1); S and V untouched (no unstack: it is slow)."""
+    hue_only = tf.constant([1.0, 0.0, 0.0])
+    shifted = tf.image.rgb_to_hsv(images) + _per_image(delta) * hue_only
+    return tf.image.hsv_to_rgb(shifted - tf.floor(shifted) * hue_only)
+
+
+def _jitter_factors(batch, seed, strength, version):
+    """[4, B] per-image factors, drawn from the ranges of `augment.color_jitter`."""
+    b = c = s = 0.8 * strength
+    h = min(0.2 * strength, 0.5)
+    seeds = tf.random.experimental.stateless_split(seed, NUM_JITTER_OPS)
+    brightness = (tf.random.stateless_uniform([batch], seeds[0], -b, b) if version == "v1"
+                  else tf.random.stateless_uniform([batch], seeds[0], max(1 - b, 0.0), 1 + b))
+    contrast = tf.random.stateless_uniform([batch], seeds[1], 1 - c, 1 + c)
+    saturation = tf.random.stateless_uniform([batch], seeds[2], max(1 - s, 0.0), 1 + s)
+    hue = tf.random.stateless_uniform([batch], seeds[3], -h, h)
+    return tf.stack([brightness, contrast, saturation, hue])
+
+
+def random_orders(batch, seed):
+    """[B, 4] uniformly random permutations of the jitter ops, one per image."""
+    keys = tf.random.stateless_uniform([batch, NUM_JITTER_OPS], seed)
+    return tf.argsort(keys, axis=1)
+
+
+def color_jitter(images, factors, order, apply=None, version="v2"):
+    """Applies the 4 jitter ops in each image's own `order` ([B, 4] permutations).
+
+    At each of the 4 stages the batch is partitioned by the op each image takes next
+    (images with `apply` false pass through untouched), so every jittered image goes
+    through each op exactly once and the work is 4 ops per image.
+    """
+    ops = [lambda x, f: adjust_brightness(x, f, version), adjust_contrast, adjust_saturation,
+           adjust_hue]
+    batch = tf.shape(images)[0]
+    index = tf.range(batch)
+    for stage in range(NUM_JITTER_OPS):
+        op_of_image = tf.cast(order[:, stage], tf.int32)
+        if apply is not None:
+            op_of_image = tf.where(apply, op_of_image, NUM_JITTER_OPS)
+        parts = tf.dynamic_partition(images, op_of_image, NUM_JITTER_OPS + 1)
+        where = tf.dynamic_partition(index, op_of_image, NUM_JITTER_OPS + 1)
+        results = [tf.clip_by_value(op(part, tf.gather(factors[k], rows)), 0.0, 1.0)
+                   for k, (op, part, rows) in enumerate(zip(ops, parts, where))]
+        images = tf.reshape(tf.dynamic_stitch(where, results + parts[-1:]), tf.shape(images))
+    return images
+
+
+def gaussian_blur(images, sigma, radius):
+    """Separable blur with one sigma per image, zero padding (as `augment.gaussian_blur`).
+
+    The batch is laid out as channels of one image so a depthwise conv applies every
+    image's own kernel in one op.
+    """
+    shape = tf.shape(images)
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernels = tf.exp(-tf.square(x)[None, :] / (2.0 * tf.square(sigma)[:, None]))
+    kernels /= tf.reduce_sum(kernels, axis=1, keepdims=True)  # [B, K]
+    kernels = tf.reshape(tf.repeat(kernels, 3, axis=0), [-1, 2 * radius + 1])  # [B*3, K]
+    kernels = tf.transpose(kernels)  # [K, B*3]
+    as_channels = tf.reshape(tf.transpose(images, [1, 2, 0, 3]),
+                             [1, shape[1], shape[2], shape[0] * 3])
+    out = tf.nn.depthwise_conv2d(as_channels, kernels[None, :, :, None], [1, 1, 1, 1], "SAME")
+    out = tf.nn.depthwise_conv2d(out, kernels[:, None, :, None], [1, 1, 1, 1], "SAME")
+    return tf.transpose(tf.reshape(out, [shape[1], shape[2], shape[0], 3]), [2, 0, 1, 3])
+
+
+def _coin(batch, seed, prob):
+    return tf.random.stateless_uniform([batch], seed) < prob
+
+
+def _where_per_image(chosen, new, old):
+    """new where `chosen`, else old; a blend, as tf.where with broadcasting is slow here."""
+    return old + _per_image(tf.cast(chosen, old.dtype)) * (new - old)
+
+
+def colour_stage(images, seed, config: AugmentConfig):
+    """Jitter (prob 0.8), grayscale (0.2), blur (0.5 by default) of a [B, H, W, 3] batch.
+
+    `seed` is one [2] seed for the whole batch; every image still draws its own values.
+    """
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
+    if config.color_jitter_prob > 0:
+        factors = _jitter_factors(batch, seeds[0], config.color_jitter_strength,
+                                  config.jitter_version)
+        images = color_jitter(images, factors, random_orders(batch, seeds[1]),
+                              _coin(batch, seeds[2], config.color_jitter_prob),
+                              config.jitter_version)
+    if config.grayscale_prob > 0:
+        gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
+        images = _where_per_image(_coin(batch, seeds[3], config.grayscale_prob), gray, images)
+    if config.blur_prob > 0:
+        if images.shape[1] is None or images.shape[2] is None:
+            raise ValueError("the batched blur needs a static image size")
+        # The kernel size of augment.random_blur: a tenth of the side.
+        radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
+        sigma = tf.random.stateless_uniform([batch], seeds[4], *augment.BLUR_SIGMA_RANGE)
+        blurred = tf.clip_by_value(gaussian_blur(images, sigma, radius), 0.0, 1.0)
+        images = _where_per_image(_coin(batch, seeds[5], config.blur_prob), blurred, images)
+    return images
+
+
+# --- Crop, resize and flip ----------------------------------------------------------
+
+
+def sample_crop_boxes(batch, height, width, seed, area_range=(0.08, 1.0),
+                      aspect_range=(3 / 4, 4 / 3), attempts=100):
+    """Per-image (top, left, crop height, crop width), as `augment.sample_crop_box`."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    area = tf.random.stateless_uniform([batch, attempts], seeds[0], *area_range)
+    log_low, log_high = math.log(aspect_range[0]), math.log(aspect_range[1])
+    ratio = tf.exp(tf.random.stateless_uniform([batch, attempts], seeds[1], log_low, log_high))
+    crop_h = tf.round(h * tf.sqrt(area / ratio))
+    crop_w = tf.round(w * tf.sqrt(area * ratio))
+    fits = (crop_h <= h) & (crop_w <= w) & (crop_h >= 1) & (crop_w >= 1)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    found = tf.reduce_any(fits, axis=1)
+    crop_h = tf.where(found, tf.gather(crop_h, first, batch_dims=1), h)
+    crop_w = tf.where(found, tf.gather(crop_w, first, batch_dims=1), w)
+    u = tf.random.stateless_uniform([2, batch], seeds[2])
+    top = tf.minimum(tf.floor(u[0] * (h - crop_h + 1)), h - crop_h)
+    left = tf.minimum(tf.floor(u[1] * (w - crop_w + 1)), w - crop_w)
+    return [tf.cast(v, tf.int32) for v in (top, left, crop_h, crop_w)]
+
+
+def _keys_cubic(x):
+    x = tf.abs(x)
+    a = KEYS_A
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return tf.where(x <= 1, near, tf.where(x < 2, far, tf.zeros_like(x)))
+
+
+def resize_matrices(start, length, full, out):
+    """[B, out, full]: row i holds the bicubic taps of output sample i when the span
+    [start, start + length) of a `full`-long axis is resized to `out` samples.
+
+    The taps are those of `tf.image.resize(..., "bicubic")` (half-pixel centres, Keys
+    a = -0.5, offsets quantised to 1/1024, taps outside the span dropped and the rest
+    renormalised), so `A_y @ image @ A_x^T` is crop-then-resize.
+    """
+    length = tf.cast(length, tf.float32)[:, None]
+    centre = (tf.range(out, dtype=tf.float32)[None, :] + 0.5) * (length / out) - 0.5
+    base = tf.floor(centre)
+    delta = tf.round((centre - base) * KERNEL_TABLE_SIZE) / KERNEL_TABLE_SIZE
+    offsets = tf.constant([-1.0, 0.0, 1.0, 2.0])
+    taps = base[..., None] + offsets  # [B, out, 4]
+    weights = _keys_cubic(delta[..., None] - offsets)
+    inside = (taps >= 0) & (taps < length[..., None])
+    weights = tf.where(inside, weights, 0.0)
+    weights /= tf.reduce_sum(weights, axis=-1, keepdims=True)
+    index = tf.cast(taps, tf.int32) + tf.cast(start, tf.int32)[:, None, None]
+    index = tf.where(inside, index, -1)  # one_hot of -1 is all zeros
+    return tf.add_n([weights[..., k, None] * tf.one_hot(index[..., k], full)
+                     for k in range(4)])
+
+
+def crop_and_resize(images, boxes, size, flip=None):
+    """Bicubic crop-and-resize of every image to `size` x `size`, clipped to [0, 1].
+
+    `flip` ([B] bool) mirrors those outputs left-right, for free: their column
+    matrices are reversed.
+    """
+    top, left, crop_h, crop_w = boxes
+    rows = resize_matrices(top, crop_h, tf.shape(images)[1], size)
+    cols = resize_matrices(left, crop_w, tf.shape(images)[2], size)
+    if flip is not None:
+        cols = tf.where(_per_image(flip)[..., 0], tf.reverse(cols, axis=[1]), cols)
+    # rows @ image @ cols^T as two batched matmuls (faster here than one einsum).
+    shape = tf.shape(images)
+    batch, width, channels = shape[0], shape[2], shape[3]
+    out = tf.matmul(rows, tf.reshape(images, [batch, shape[1], -1]))  # [B, size, W*C]
+    out = tf.transpose(tf.reshape(out, [batch, size, width, channels]), [0, 2, 1, 3])
+    out = tf.matmul(cols, tf.reshape(out, [batch, width, -1]))  # [B, size, size*C]
+    out = tf.transpose(tf.reshape(out, [batch, size, size, channels]), [0, 2, 1, 3])
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def to_float_images(images):
+    images = tf.image.convert_image_dtype(images, tf.float32)
+    return tf.image.grayscale_to_rgb(images) if images.shape[-1] == 1 else images
+
+
+def view_of_batch(images, seed, size, config: AugmentConfig):
+    """One SimCLR view of every image of a float [B, H, W, 3] batch of one size."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    shape = tf.shape(images)
+    batch = shape[0]
+    if config.crop:
+        boxes = sample_crop_boxes(batch, shape[1], shape[2], seeds[0], config.area_range,
+                                  config.aspect_range)
+    else:
+        zeros = tf.zeros([batch], tf.int32)
+        boxes = [zeros, zeros, zeros + shape[1], zeros + shape[2]]
+    flip = _coin(batch, seeds[1], 0.5) if config.flip else None
+    images = crop_and_resize(images, boxes, size, flip)
+    images = colour_stage(images, seeds[2], config)
+    return tf.ensure_shape(images, [None, size, size, 3])
+
+
+def two_views_of_batch(images, seed, size, config: AugmentConfig):
+    """The two views of every image of a [B, H, W, C] batch (uint8 or float in [0, 1])."""
+    images = to_float_images(images)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    return (view_of_batch(images, seeds[0], size, config),
+            view_of_batch(images, seeds[1], size, config))

@@ -1,0 +1,53 @@
+"""NT-Xent at a global batch of 8192 stays below one 2N x 2N logits matrix of memory."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+_SCRIPT = r"""
+import json, resource, sys
+import tensorflow as tf
+from simclr_tf import losses
+n, dense = int(sys.argv[1]), sys.argv[2] == "dense"
+z1 = tf.random.stateless_normal([n, 128], [1, 2])
+z2 = z1 + 0.1 * tf.random.stateless_normal([n, 128], [3, 4])
+
+@tf.function
+def loss_and_grads(z1, z2):
+    with tf.GradientTape() as tape:
+        tape.watch([z1, z2])
+        if dense:  # the whole [2N, 2N] matrix, as a plain implementation forms it
+            logits, positive, _ = losses.contrastive_logits(z1, z2, 0.5)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
+        else:
+            loss, _ = losses.nt_xent(z1, z2, 0.5)
+    return loss, tape.gradient(loss, [z1, z2])
+
+loss_and_grads.get_concrete_function(z1, z2)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+loss, grads = loss_and_grads(z1, z2)
+[g.numpy() for g in grads]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"loss": float(loss), "peak_increase": peak - before}))
+"""
+
+
+def _peak_increase(n, kind):
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(n), kind], cwd=REPO, check=True,
+                         capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "3",
+                                                              "PYTHONPATH": REPO}).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_loss_at_global_batch_8192_holds_less_than_one_logits_matrix():
+    n = 8192
+    matrix_bytes = (2 * n) ** 2 * 4  # one float32 2N x 2N matrix: 1 GiB
+    blockwise = _peak_increase(n, "blockwise")
+    assert blockwise["peak_increase"] < matrix_bytes, blockwise
+    # The measurement can see a matrix: forming the whole matrix costs several.
+    dense = _peak_increase(n, "dense")
+    assert dense["peak_increase"] > 2 * matrix_bytes, dense
+    assert abs(dense["loss"] - blockwise["loss"]) < 1e-3 * abs(dense["loss"])
