@@ -1,17 +1,25 @@
-"""Throughput benchmarks on real CIFAR-10 batches; JSON out, a row appended to BENCHMARKS.md.
+"""Benchmarks on real CIFAR-10 data; JSON out, a row appended to BENCHMARKS.md.
 
-  python tools/benchmark.py step  --data_dir=../shared/data/tfds --width=0.25 --batch=256
-  python tools/benchmark.py input --data_dir=../shared/data/tfds --batch=256
-  python tools/benchmark.py fit   --data_dir=../shared/data/tfds --width=0.25 --batch=256
+  python tools/benchmark.py step   --data_dir=../shared/data/tfds --width=0.25 --batch=256
+  python tools/benchmark.py input  --data_dir=../shared/data/tfds --batch=256
+  python tools/benchmark.py fit    --data_dir=../shared/data/tfds --width=0.25 --batch=256
+  python tools/benchmark.py budget --data_dir=../shared/data/tfds --width=0.25 --budget_minutes=30
+  python tools/benchmark.py memory --data_dir=../shared/data/tfds --depth=50 --batch=256
 
-step:  the compiled train step alone on one real batch held in memory, for the project's
-       PretrainModel and the plain Keras 3 baseline (tools/plain_keras_simclr.py), each in
-       float32 and mixed_bfloat16, in this one process; views/s and GFLOP/s.
-input: the tf.data augmentation pipeline alone; views/s.
-fit:   the real training path (pipeline + step + summaries + checkpoints), views/s.
+step:   the compiled train step alone on one real batch held in memory, for the project's
+        PretrainModel, the plain Keras 3 baseline (tools/plain_keras_simclr.py) in this
+        process and the plain PyTorch baseline (tools/plain_torch_simclr.py, if torch is
+        installed) in its own; each in float32 and bf16; views/s and GFLOP/s.
+input:  the tf.data augmentation pipeline alone; views/s.
+fit:    the real training path (pipeline + step + summaries + checkpoints), views/s, and
+        the same compiled model's step alone right after, for fit / step.
 budget: pretrain for --budget_minutes of wall clock (schedule sized from a measured step
-       time), then kNN (k=200) and linear-eval accuracy on the CIFAR-10 test split, and the
-       same linear eval of a random-init encoder.
+        time) or exactly --steps, per precision in --precisions; then kNN (k=200, cosine)
+        and linear-eval accuracy on the CIFAR-10 test split; the same for a random-init
+        encoder.
+memory: peak RSS of a train step (--depth/--width/--batch), and the loss's peak memory
+        increase at --loss_batch, blockwise and with the whole 2N x 2N matrix.
+All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
 Times are medians over --repeats timed steps after --warmup untimed ones.
 """
 
@@ -48,6 +56,9 @@ flags.DEFINE_float("budget_minutes", 10.0, "budget: wall-clock pretraining budge
 flags.DEFINE_integer("steps", 0, "budget: pretrain exactly this many steps instead (equal-step "
                      "comparisons of --precisions).")
 flags.DEFINE_integer("linear_epochs", 2, "budget: linear-eval epochs on the frozen encoder.")
+flags.DEFINE_integer("loss_batch", 8192, "memory: global batch of the loss measurement.")
+flags.DEFINE_string("memory_worker", None, "Internal: the one measurement a `memory` "
+                    "subprocess makes.")
 flags.DEFINE_string("output", None, "Write the JSON result here too.")
 flags.DEFINE_bool("append", True, "Append a row to BENCHMARKS.md.")
 
@@ -326,6 +337,70 @@ def _linear_eval(root, precision, init):
     return lin["eval_accuracy"]
 
 
+def _peak_rss():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _memory_worker(kind):
+    """One measurement in a fresh process, so ru_maxrss is its own peak."""
+    import tensorflow as tf
+    if kind == "step":
+        precision = FLAGS.precisions[0]
+        batch = _real_batch(FLAGS.batch)
+        model, _ = _project_model(precision, FLAGS.width)
+        built = _peak_rss()
+        for _ in range(3):
+            model.train_on_batch(batch)
+        return {"impl": f"ResNet-{FLAGS.depth} {FLAGS.width}x step", "precision": precision,
+                "rss_after_build": built, "peak_rss": _peak_rss()}
+    from simclr_tf import losses, sources
+    n = FLAGS.loss_batch
+    # Real CIFAR-10 pixels as 128-d "projections": the loss's memory does not depend on
+    # the values, but nothing here is random.
+    source = sources.open_source("cifar10", FLAGS.data_dir, download=False)
+    images = next(iter(source.load("train").batch(2 * n)))["image"]
+    z = tf.reshape(tf.cast(images[:, ::4, ::4, :], tf.float32), [2 * n, -1])[:, :128]
+    z1, z2 = z[:n], z[n:]
+
+    @tf.function
+    def loss_and_grads(z1, z2):
+        with tf.GradientTape() as tape:
+            tape.watch([z1, z2])
+            if kind == "loss_dense":
+                logits, positive, _ = losses.contrastive_logits(z1, z2, 0.5)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
+            else:
+                loss, _ = losses.nt_xent(z1, z2, 0.5)
+        return loss, tape.gradient(loss, [z1, z2])
+
+    loss_and_grads.get_concrete_function(z1, z2)
+    before = _peak_rss()
+    _, grads = loss_and_grads(z1, z2)
+    [g.numpy() for g in grads]
+    return {"impl": f"NT-Xent {'whole matrix' if kind == 'loss_dense' else 'blockwise'}, "
+                    f"global batch {n}", "precision": "float32",
+            "peak_increase": _peak_rss() - before, "logits_matrix_bytes": (2 * n) ** 2 * 4}
+
+
+def bench_memory():
+    """Peak RSS of a train step, and of the loss at a large global batch (subprocesses)."""
+    import subprocess
+    rows = []
+    jobs = [("step", [f"--precisions={p}"]) for p in FLAGS.precisions]
+    jobs += [("loss_blockwise", []), ("loss_dense", [])]
+    for kind, extra in jobs:
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "memory", f"--memory_worker={kind}",
+             f"--data_dir={FLAGS.data_dir}", f"--depth={FLAGS.depth}", f"--width={FLAGS.width}",
+             f"--batch={FLAGS.batch}", f"--loss_batch={FLAGS.loss_batch}", "--noappend",
+             *extra], check=True, capture_output=True, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
 def _append_markdown(mode, rows, command):
     path = os.path.join(REPO, "BENCHMARKS.md")
     lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
@@ -339,6 +414,16 @@ def _append_markdown(mode, rows, command):
                 r["impl"], r["precision"], r.get("pretrain_steps", "-"),
                 f"{r['pretrain_s']:.0f}" if "pretrain_s" in r else "-",
                 r["knn_acc"], r["linear_eval_acc"]))
+        rows = []
+    if mode == "memory":
+        lines[2:4] = ["| measurement | precision | RSS after build GiB | peak RSS GiB | "
+                      "loss peak increase GiB | one 2N x 2N float32 matrix GiB |",
+                      "|---|---|---|---|---|---|"]
+        gib = lambda r, k: f"{r[k] / 2**30:.2f}" if k in r else "-"  # noqa: E731
+        for r in rows:
+            lines.append(f"| {r['impl']} | {r['precision']} | {gib(r, 'rss_after_build')} | "
+                         f"{gib(r, 'peak_rss')} | {gib(r, 'peak_increase')} | "
+                         f"{gib(r, 'logits_matrix_bytes')} |")
         rows = []
     if mode == "fit":
         lines[2:4] = ["| impl | precision | images/s | views/s | median step s | mean step s "
@@ -362,11 +447,14 @@ def _append_markdown(mode, rows, command):
 
 def main(argv):
     modes = {"step": bench_step, "input": bench_input, "fit": bench_fit,
-             "budget": bench_budget}
+             "budget": bench_budget, "memory": bench_memory}
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: benchmark.py {'|'.join(modes)} [flags]", file=sys.stderr)
         return 2
     mode = argv[1]
+    if FLAGS.memory_worker:
+        print(json.dumps(_memory_worker(FLAGS.memory_worker)))
+        return 0
     if FLAGS.devices > 1:
         from simclr_tf import distributed
         distributed.split_cpu(FLAGS.devices)
