@@ -50,6 +50,7 @@ flags.DEFINE_bool("torch_baseline", True,
 flags.DEFINE_integer("torch_threads", 2, "Threads for the PyTorch baseline.")
 flags.DEFINE_integer("devices", 1, "Logical CPU devices; > 1 runs the project step and fit "
                      "under MirroredStrategy across them.")
+flags.DEFINE_bool("batched_augment", True, "Views made per batch (else image by image).")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_integer("repeats", 15, "Timed steps.")
 flags.DEFINE_float("budget_minutes", 10.0, "budget: wall-clock pretraining budget.")
@@ -87,13 +88,20 @@ def forward_flops(encoder):
     return total
 
 
+def _augment():
+    """The CIFAR recipes' augmentation (colour strength 0.5, no blur)."""
+    from simclr_tf.config import AugmentConfig
+    return AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0,
+                         batched_augment=FLAGS.batched_augment)
+
+
 def _real_batch(batch):
     """One batch of two augmented views of real CIFAR-10 training images."""
     from simclr_tf import pipeline, sources
-    from simclr_tf.config import AugmentConfig, DataConfig
+    from simclr_tf.config import DataConfig
     source = sources.open_source("cifar10", FLAGS.data_dir, download=False)
     data = DataConfig(batch_size=batch, shuffle_buffer=1000)
-    aug = AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0)
+    aug = _augment()
     return next(iter(pipeline.pretrain_dataset(source, "train", data, aug, batch)))
 
 
@@ -197,10 +205,10 @@ def bench_input():
     import tensorflow as tf
 
     from simclr_tf import pipeline, sources
-    from simclr_tf.config import AugmentConfig, DataConfig
+    from simclr_tf.config import DataConfig
     source = sources.open_source("cifar10", FLAGS.data_dir, download=False)
     data = DataConfig(batch_size=FLAGS.batch, shuffle_buffer=10000, cache=True)
-    aug = AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0)
+    aug = _augment()
     iterator = iter(pipeline.pretrain_dataset(source, "train", data, aug, FLAGS.batch))
     for _ in range(FLAGS.warmup + 40):  # fill the cache and the shuffle buffer
         next(iterator)
@@ -215,7 +223,7 @@ def bench_fit():
     import keras
 
     from simclr_tf import train
-    from simclr_tf.config import (AugmentConfig, Config, DataConfig, LossConfig, ModelConfig,
+    from simclr_tf.config import (Config, DataConfig, LossConfig, ModelConfig,
                                   RunConfig)
     rows = []
     for precision in FLAGS.precisions:
@@ -235,7 +243,7 @@ def bench_fit():
                 data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir,
                                 batch_size=FLAGS.batch, cache=True),
                 model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
-                augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
+                augment=_augment(),
                 loss=LossConfig(temperature=0.5))
             model, _ = train.run(config, extra_callbacks=[StepTimes()])
         deltas = [b - a for a, b in zip(times[FLAGS.warmup - 1:], times[FLAGS.warmup:])]
@@ -254,7 +262,7 @@ def bench_fit():
 
 
 def _cifar_config(mode, model_dir, precision, **run):
-    from simclr_tf.config import (AugmentConfig, Config, DataConfig, LossConfig, ModelConfig,
+    from simclr_tf.config import (Config, DataConfig, LossConfig, ModelConfig,
                                   OptimConfig, RunConfig)
     linear = mode == "linear_eval"
     return Config(
@@ -264,7 +272,7 @@ def _cifar_config(mode, model_dir, precision, **run):
         data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir, batch_size=FLAGS.batch,
                         cache=True),
         model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
-        augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
+        augment=_augment(),
         loss=LossConfig(temperature=0.5),
         optim=(OptimConfig(optimizer="momentum", learning_rate=0.1, warmup_epochs=0,
                            weight_decay=0.0) if linear else
