@@ -57,6 +57,7 @@ flags.DEFINE_float("budget_minutes", 10.0, "budget: wall-clock pretraining budge
 flags.DEFINE_integer("steps", 0, "budget: pretrain exactly this many steps instead (equal-step "
                      "comparisons of --precisions).")
 flags.DEFINE_integer("linear_epochs", 2, "budget: linear-eval epochs on the frozen encoder.")
+flags.DEFINE_integer("seed", 0, "budget: data-order and augmentation seed.")
 flags.DEFINE_integer("loss_batch", 8192, "memory: global batch of the loss measurement.")
 flags.DEFINE_string("memory_worker", None, "Internal: the one measurement a `memory` "
                     "subprocess makes.")
@@ -270,7 +271,7 @@ def _cifar_config(mode, model_dir, precision, **run):
                          "strategy": "one_device", "checkpoint_steps": 200,
                          "knn_bank_size": 50000, **run}),
         data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir, batch_size=FLAGS.batch,
-                        cache=True),
+                        cache=True, seed=FLAGS.seed),
         model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
         augment=_augment(),
         loss=LossConfig(temperature=0.5),
@@ -468,7 +469,7 @@ def main(argv):
         distributed.split_cpu(FLAGS.devices)
     rows = modes[mode]()
     settings = {"depth": FLAGS.depth, "width": FLAGS.width, "batch": FLAGS.batch,
-                "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
+                "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps, "seed": FLAGS.seed, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
               "date": datetime.date.today().isoformat(), "rows": rows}
     print(json.dumps(result, indent=2))
