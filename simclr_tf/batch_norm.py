@@ -1,12 +1,12 @@
 """Batch normalization as one fused op per direction.
 
 Keras 3's `BatchNormalization` casts bf16 activations to float32 and computes moments
-and the affine transform as separate ops (and their gradients likewise): on CPU that
-is about 3x the time of TensorFlow's fused kernel, which reads bf16 activations
-directly and keeps its statistics in float32. This subclass keeps the Keras layer's
-variables, checkpoint names and moving-average convention (biased batch variance) and
-only swaps the computation; cross-replica (synchronized) BN, masks and renorm take
-the Keras path unchanged.
+and the affine transform as separate ops (and their gradients likewise), which made it
+the bf16 bottleneck on CPU (BENCHMARKS.md). TensorFlow's fused kernel reads bf16
+activations directly and keeps its statistics in float32. This subclass keeps the
+Keras layer's variables, checkpoint names and moving-average convention (biased batch
+variance) and only swaps the computation; cross-replica (synchronized) BN, masks and
+renorm take the Keras path unchanged.
 """
 
 import keras

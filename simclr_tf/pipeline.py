@@ -3,8 +3,9 @@
 Each training pipeline is built per input pipeline from a `tf.distribute.InputContext`
 (per-worker shard, per-replica batch) and is fed through
 `strategy.distribute_datasets_from_function`. Augmentation seeds are
-`[seed, pipeline id, element index]`-derived, so a run is replayable when
-`deterministic` is set.
+`[seed, pipeline id, element (or batch) index]`-derived, so a run is replayable when
+`deterministic` is set. Pretraining views are made per batch where the images have one
+size (`batch_augment.py`), else cropped image by image and coloured per batch.
 """
 
 import dataclasses

@@ -413,11 +413,12 @@ def bench_memory():
 def _append_markdown(mode, rows, command):
     path = os.path.join(REPO, "BENCHMARKS.md")
     lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
-             f"Command: `{command}`\n", "| impl | precision | images/s | views/s | step s | "
-             "GFLOP/s | vs plain Keras fp32 | vs PyTorch bf16 |", "|---|---|---|---|---|---|---|---|"]
+             f"Command: `{command}`\n",
+             "| impl | precision | images/s | views/s | step s | GFLOP/s | vs plain Keras fp32 "
+             "| vs PyTorch bf16 |", "|---|---|---|---|---|---|---|---|"]
     if mode == "budget":
-        lines[2:4] = ["| encoder | precision | pretrain steps | pretrain job s (incl. build, kNN) | kNN acc | "
-                      "linear eval acc |", "|---|---|---|---|---|---|"]
+        lines[2:4] = ["| encoder | precision | pretrain steps | pretrain job s (incl. build, "
+                      "kNN) | kNN acc | linear eval acc |", "|---|---|---|---|---|---|"]
         for r in rows:
             lines.append("| {} | {} | {} | {} | {:.2%} | {:.2%} |".format(
                 r["impl"], r["precision"], r.get("pretrain_steps", "-"),
@@ -469,7 +470,8 @@ def main(argv):
         distributed.split_cpu(FLAGS.devices)
     rows = modes[mode]()
     settings = {"depth": FLAGS.depth, "width": FLAGS.width, "batch": FLAGS.batch,
-                "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps, "seed": FLAGS.seed, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
+                "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps,
+                "seed": FLAGS.seed, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
               "date": datetime.date.today().isoformat(), "rows": rows}
     print(json.dumps(result, indent=2))
