@@ -11,6 +11,8 @@ The returned loss is the local mean; the train step divides by the replica count
 once, which makes the summed gradients equal the single-device ones.
 """
 
+import typing
+
 import tensorflow as tf
 
 LARGE_NUM = 1e9
@@ -23,12 +25,17 @@ def _gather(x, ctx):
     return ctx.all_gather(x, axis=0), tf.cast(ctx.replica_id_in_sync_group, tf.int32)
 
 
-def contrastive_logits(z1, z2, temperature, normalize=True):
-    """Similarity logits of the local 2n anchors against all 2N views.
+class _Views(typing.NamedTuple):
+    z1: tf.Tensor  # [n, d] local first views
+    z2_all: tf.Tensor  # [N, d] every replica's second views
+    anchors: tf.Tensor  # [2n, d] local views
+    candidates: tf.Tensor  # [2N, d] all views
+    positive: tf.Tensor  # [2n] column of each anchor's positive
+    self_index: tf.Tensor  # [2n] column of each anchor itself
 
-    Returns `(logits [2n, 2N] with self-similarity masked out, positive index [2n],
-    cross-view logits [n, N])`.
-    """
+
+def _views(z1, z2, normalize):
+    """Float32 (optionally normalised) views, gathered across replicas, with indices."""
     z1 = tf.cast(z1, tf.float32)
     z2 = tf.cast(z2, tf.float32)
     if normalize:
@@ -39,14 +46,23 @@ def contrastive_logits(z1, z2, temperature, normalize=True):
     z2_all, _ = _gather(z2, ctx)
     n = tf.shape(z1)[0]
     n_all = tf.shape(z1_all)[0]
-    anchors = tf.concat([z1, z2], axis=0)  # [2n, d]
-    candidates = tf.concat([z1_all, z2_all], axis=0)  # [2N, d]
-    logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
     own = tf.range(n) + replica * n  # index of each local view in its global half
-    self_index = tf.concat([own, own + n_all], axis=0)
-    positive = tf.concat([own + n_all, own], axis=0)
-    logits -= LARGE_NUM * tf.one_hot(self_index, 2 * n_all, dtype=logits.dtype)
-    return logits, positive, logits[:n, n_all:]
+    return _Views(z1, z2_all, tf.concat([z1, z2], axis=0), tf.concat([z1_all, z2_all], axis=0),
+                  tf.concat([own + n_all, own], axis=0), tf.concat([own, own + n_all], axis=0))
+
+
+def contrastive_logits(z1, z2, temperature, normalize=True):
+    """Similarity logits of the local 2n anchors against all 2N views.
+
+    Returns `(logits [2n, 2N] with self-similarity masked out, positive index [2n],
+    cross-view logits [n, N])`.
+    """
+    v = _views(z1, z2, normalize)
+    logits = tf.matmul(v.anchors, v.candidates, transpose_b=True) / temperature
+    logits -= LARGE_NUM * tf.one_hot(v.self_index, tf.shape(v.candidates)[0],
+                                     dtype=logits.dtype)
+    n, n_all = tf.shape(v.z1)[0], tf.shape(v.z2_all)[0]
+    return logits, v.positive, logits[:n, n_all:]
 
 
 def _metrics(cross_logits):
@@ -145,23 +161,11 @@ def nt_xent(z1, z2, temperature, normalize=True, block_rows=BLOCK_ROWS):
     `contrast_acc` and `contrast_entropy` (over the cross-view logits). The logits
     are formed `block_rows` anchors at a time.
     """
-    z1 = tf.cast(z1, tf.float32)
-    z2 = tf.cast(z2, tf.float32)
-    if normalize:
-        z1 = tf.math.l2_normalize(z1, axis=-1)
-        z2 = tf.math.l2_normalize(z2, axis=-1)
-    ctx = tf.distribute.get_replica_context()
-    z1_all, replica = _gather(z1, ctx)
-    z2_all, _ = _gather(z2, ctx)
-    n = tf.shape(z1)[0]
-    n_all = tf.shape(z1_all)[0]
-    own = tf.range(n) + replica * n
-    per_anchor = _blockwise_cross_entropy(
-        tf.concat([z1, z2], axis=0), tf.concat([z1_all, z2_all], axis=0),
-        tf.concat([own + n_all, own], axis=0), tf.concat([own, own + n_all], axis=0),
-        temperature, block_rows)
+    v = _views(z1, z2, normalize)
+    per_anchor = _blockwise_cross_entropy(v.anchors, v.candidates, v.positive, v.self_index,
+                                          temperature, block_rows)
     return (tf.reduce_mean(per_anchor),
-            _blockwise_metrics(z1, tf.stop_gradient(z2_all), temperature, block_rows))
+            _blockwise_metrics(v.z1, tf.stop_gradient(v.z2_all), temperature, block_rows))
 
 
 def _positive_and_negative_mask(logits, positive):
