@@ -142,7 +142,7 @@ def colour_stage(images, seed, config: AugmentConfig):
     `seed` is one [2] seed for the whole batch; every image still draws its own values.
     """
     batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
     if config.color_jitter_prob > 0:
         factors = _jitter_factors(batch, seeds[0], config.color_jitter_strength,
                                   config.jitter_version)

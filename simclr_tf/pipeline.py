@@ -106,7 +106,8 @@ def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_
 
     def cropped_views(seed, ex):
         v1, v2 = augment.two_views(ex["image"], seed, size, size, config=per_image)
-        return {"view1": v1, "view2": v2, "label": ex["label"], "seed": seed}
+        views = {"view1": v1, "view2": v2, "label": ex["label"]}
+        return dict(views, seed=seed) if batched else views
 
     def colour(batch):
         seeds = tf.random.experimental.stateless_split(_batch_seed(batch.pop("seed")), 2)
@@ -117,8 +118,6 @@ def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_
     ds = ds.batch(batch_size, drop_remainder=True)
     if batched:
         ds = ds.map(colour, num_parallel_calls=AUTOTUNE)
-    else:
-        ds = ds.map(lambda batch: {k: v for k, v in batch.items() if k != "seed"})
     return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
 
 
