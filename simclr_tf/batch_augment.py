@@ -10,6 +10,11 @@ the ops compute the same values (`tf.image.resize`'s bicubic taps, `tf.image`'s 
 saturation and hue, contrast about the per-channel mean, clipping after each op);
 tests compare them image by image with the `tf.image` functions.
 
+The random values are drawn first; the pixel arithmetic that uses them is one XLA
+function (`jit_compile`), which fuses the elementwise ops into a few passes over the
+pixels: about 40% less CPU per batch of views than the same ops unfused, CPU that the
+train step would otherwise lose (BENCHMARKS.md).
+
 `views_of_batch` needs images of one size (CIFAR, or any TFDS dataset with a fixed
 shape); for images of mixed sizes the pipeline crops image by image and applies only
 `colour_stage` per batch.
@@ -88,23 +93,23 @@ def random_orders(batch, seed):
 def color_jitter(images, factors, order, apply=None, version="v2"):
     """Applies the 4 jitter ops in each image's own `order` ([B, 4] permutations).
 
-    At each of the 4 stages the batch is partitioned by the op each image takes next
-    (images with `apply` false pass through untouched), so every jittered image goes
-    through each op exactly once and the work is 4 ops per image.
+    At each of the 4 stages all 4 ops are computed for the whole batch and each image
+    keeps the result of the op its order names next (or itself where `apply` is false).
+    That is 4x the arithmetic of partitioning the batch by op, but every shape is
+    static, so under XLA a stage is one fused pass, cheaper here than the partitioned
+    ops unfused.
     """
     ops = [lambda x, f: adjust_brightness(x, f, version), adjust_contrast, adjust_saturation,
            adjust_hue]
-    batch = tf.shape(images)[0]
-    index = tf.range(batch)
+    op_of_image = tf.cast(order, tf.int32)
+    if apply is not None:
+        op_of_image = tf.where(apply[:, None], op_of_image, NUM_JITTER_OPS)  # 4: unchanged
     for stage in range(NUM_JITTER_OPS):
-        op_of_image = tf.cast(order[:, stage], tf.int32)
-        if apply is not None:
-            op_of_image = tf.where(apply, op_of_image, NUM_JITTER_OPS)
-        parts = tf.dynamic_partition(images, op_of_image, NUM_JITTER_OPS + 1)
-        where = tf.dynamic_partition(index, op_of_image, NUM_JITTER_OPS + 1)
-        results = [tf.clip_by_value(op(part, tf.gather(factors[k], rows)), 0.0, 1.0)
-                   for k, (op, part, rows) in enumerate(zip(ops, parts, where))]
-        images = tf.reshape(tf.dynamic_stitch(where, results + parts[-1:]), tf.shape(images))
+        chosen = tf.one_hot(op_of_image[:, stage], NUM_JITTER_OPS + 1, dtype=images.dtype)
+        results = [tf.clip_by_value(op(images, factors[k]), 0.0, 1.0)
+                   for k, op in enumerate(ops)] + [images]
+        images = tf.add_n([_per_image(chosen[:, k]) * result
+                           for k, result in enumerate(results)])
     return images
 
 
@@ -136,31 +141,60 @@ def _where_per_image(chosen, new, old):
     return old + _per_image(tf.cast(chosen, old.dtype)) * (new - old)
 
 
+def colour_params(batch, seed, config: AugmentConfig):
+    """The colour stage's random values for a batch: every image draws its own."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    params = {}
+    if config.color_jitter_prob > 0:
+        params["factors"] = _jitter_factors(batch, seeds[0], config.color_jitter_strength,
+                                            config.jitter_version)
+        params["order"] = random_orders(batch, seeds[1])
+        params["jitter"] = _coin(batch, seeds[2], config.color_jitter_prob)
+    if config.grayscale_prob > 0:
+        params["gray"] = _coin(batch, seeds[3], config.grayscale_prob)
+    if config.blur_prob > 0:
+        params["sigma"] = tf.random.stateless_uniform([batch], seeds[4],
+                                                      *augment.BLUR_SIGMA_RANGE)
+        params["blur"] = _coin(batch, seeds[5], config.blur_prob)
+    return params
+
+
+def apply_jitter_and_gray(images, params, config: AugmentConfig):
+    """Jitter and grayscale of a [B, H, W, 3] batch with the drawn `params`."""
+    if "factors" in params:
+        images = color_jitter(images, params["factors"], params["order"], params["jitter"],
+                              config.jitter_version)
+    if "gray" in params:
+        gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
+        images = _where_per_image(params["gray"], gray, images)
+    return images
+
+
+def apply_blur(images, params):
+    """Kept outside XLA: with its depthwise convolution over B x 3 channels inside,
+    a batch of views took twice the CPU."""
+    if "blur" not in params:
+        return images
+    if images.shape[1] is None or images.shape[2] is None:
+        raise ValueError("the batched blur needs a static image size")
+    # The kernel size of augment.random_blur: a tenth of the side.
+    radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
+    blurred = tf.clip_by_value(gaussian_blur(images, params["sigma"], radius), 0.0, 1.0)
+    return _where_per_image(params["blur"], blurred, images)
+
+
 def colour_stage(images, seed, config: AugmentConfig):
     """Jitter (prob 0.8), grayscale (0.2), blur (0.5 by default) of a [B, H, W, 3] batch.
 
     `seed` is one [2] seed for the whole batch; every image still draws its own values.
     """
-    batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
-    if config.color_jitter_prob > 0:
-        factors = _jitter_factors(batch, seeds[0], config.color_jitter_strength,
-                                  config.jitter_version)
-        images = color_jitter(images, factors, random_orders(batch, seeds[1]),
-                              _coin(batch, seeds[2], config.color_jitter_prob),
-                              config.jitter_version)
-    if config.grayscale_prob > 0:
-        gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
-        images = _where_per_image(_coin(batch, seeds[3], config.grayscale_prob), gray, images)
-    if config.blur_prob > 0:
-        if images.shape[1] is None or images.shape[2] is None:
-            raise ValueError("the batched blur needs a static image size")
-        # The kernel size of augment.random_blur: a tenth of the side.
-        radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
-        sigma = tf.random.stateless_uniform([batch], seeds[4], *augment.BLUR_SIGMA_RANGE)
-        blurred = tf.clip_by_value(gaussian_blur(images, sigma, radius), 0.0, 1.0)
-        images = _where_per_image(_coin(batch, seeds[5], config.blur_prob), blurred, images)
-    return images
+    params = colour_params(tf.shape(images)[0], seed, config)
+    images = _compiled(lambda x, p: apply_jitter_and_gray(x, p, config))(images, params)
+    return apply_blur(images, params)
+
+
+def _compiled(fn):
+    return tf.function(fn, jit_compile=True)
 
 
 # --- Crop, resize and flip ----------------------------------------------------------
@@ -256,9 +290,14 @@ def view_of_batch(images, seed, size, config: AugmentConfig):
     else:
         zeros = tf.zeros([batch], tf.int32)
         boxes = [zeros, zeros, zeros + shape[1], zeros + shape[2]]
-    flip = _coin(batch, seeds[1], 0.5) if config.flip else None
-    images = crop_and_resize(images, boxes, size, flip)
-    images = colour_stage(images, seeds[2], config)
+    flip = _coin(batch, seeds[1], 0.5) if config.flip else tf.zeros([batch], tf.bool)
+    colour = colour_params(batch, seeds[2], config)
+
+    def render(images, boxes, flip, colour):
+        return apply_jitter_and_gray(crop_and_resize(images, boxes, size, flip), colour,
+                                     config)
+
+    images = apply_blur(_compiled(render)(images, boxes, flip, colour), colour)
     return tf.ensure_shape(images, [None, size, size, 3])
 
 

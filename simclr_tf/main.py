@@ -45,7 +45,7 @@ HELP = {
     "batch_size": "Global batch size (all replicas).",
     "eval_batch_size": "Global eval batch size.",
     "label_fraction": "Fraction of labels for finetune (class-balanced, e.g. 0.01, 0.1).",
-    "seed": "Seed for shuffling, augmentation and label subsets.",
+    "seed": "Seed for weight initialisation, shuffling, augmentation and label subsets.",
     "deterministic": "Make the input pipeline deterministic (slower).",
     "cache": "Cache decoded examples in memory.",
     "strict_decoding": "Fail on a corrupt image instead of skipping and counting it.",

@@ -206,6 +206,9 @@ def setup(config: Config):
     # strategy comes first; the source is opened outside its scope, so its counters
     # are plain host variables.
     strategy = distributed.make_strategy(r.strategy, r.tpu, r.num_logical_devices)
+    # Weight initialisation follows the seed too, so two runs that differ only in one
+    # setting (precision, say) start from the same weights and compare pair by pair.
+    keras.utils.set_random_seed(config.data.seed)
     if config.data.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"batch_size {config.data.batch_size} is not divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")

@@ -208,3 +208,37 @@ def test_two_views_of_a_uint8_batch():
     assert v1.shape == v2.shape == (8, 24, 24, 3) and v1.dtype == tf.float32
     assert v1.numpy().min() >= 0 and v1.numpy().max() <= 1
     assert not np.allclose(v1, v2)
+
+
+def test_compiled_view_equals_tf_image_ops_image_by_image():
+    """The XLA-compiled view: each image's crop, resize, flip, jitter in its order,
+    grayscale and blur redone with tf.image's per-image ops from the drawn values."""
+    n, size, out_size = 24, 16, 12
+    images = _images(n, size=size, seed=8)
+    config = AugmentConfig()  # jitter 0.8 (strength 1), grayscale 0.2, blur 0.5
+    seed = tf.constant([6, 1], tf.int64)
+    view = batch_augment.view_of_batch(images, seed, out_size, config).numpy()
+
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    boxes = batch_augment.sample_crop_boxes(n, size, size, seeds[0])
+    flip = batch_augment._coin(n, seeds[1], 0.5).numpy()
+    colour = {k: v.numpy() for k, v in batch_augment.colour_params(n, seeds[2], config).items()}
+    ops = [lambda x, f: x * f, tf.image.adjust_contrast, tf.image.adjust_saturation,
+           tf.image.adjust_hue]
+    for field in ("jitter", "gray", "blur"):
+        assert 0 < colour[field].sum() < n, field  # both outcomes occur in this batch
+    assert 0 < flip.sum() < n
+    for i in range(n):
+        top, left, h, w = (int(b[i]) for b in boxes)
+        x = tf.image.crop_to_bounding_box(images[i], top, left, h, w)
+        x = tf.clip_by_value(tf.image.resize(x, [out_size, out_size], method="bicubic"), 0, 1)
+        if flip[i]:
+            x = tf.image.flip_left_right(x)
+        if colour["jitter"][i]:
+            for k in colour["order"][i]:
+                x = tf.clip_by_value(ops[k](x, colour["factors"][k, i]), 0.0, 1.0)
+        if colour["gray"][i]:
+            x = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(x))
+        if colour["blur"][i]:
+            x = tf.clip_by_value(augment.gaussian_blur(x, colour["sigma"][i], 3), 0.0, 1.0)
+        np.testing.assert_allclose(view[i], x, atol=5e-5, err_msg=f"image {i}")

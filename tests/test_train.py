@@ -109,3 +109,28 @@ def test_pretrain_under_mixed_precision(tmp_path, cifar_data_dir, precision):
     if precision == "mixed_float16":  # loss scaling wraps the optimizer
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(results["knn_acc"])
+
+
+def test_seed_sets_weight_initialisation(cifar_data_dir, tmp_path):
+    """The same seed gives the same initial weights whatever the precision (so runs can
+    be compared pair by pair); another seed gives other weights."""
+    import keras
+
+    from simclr_tf import builders
+
+    def initial_weights(seed, precision):
+        config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain",
+                                      precision=precision), "data", seed=seed)
+        train.setup(config)
+        weights = [v.numpy() for v in builders.pretrain_model(config, 0).trainable_variables]
+        keras.mixed_precision.set_global_policy("float32")
+        return weights
+
+    first = initial_weights(3, "float32")
+    again = initial_weights(3, "mixed_bfloat16")
+    other = initial_weights(4, "float32")
+    assert len(first) == len(again) > 10
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    kernels = [(a, b) for a, b in zip(first, other) if a.ndim == 4]
+    assert kernels and all(not np.array_equal(a, b) for a, b in kernels)

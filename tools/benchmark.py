@@ -10,9 +10,10 @@ step:   the compiled train step alone on one real batch held in memory, for the 
         PretrainModel, the plain Keras 3 baseline (tools/plain_keras_simclr.py) in this
         process and the plain PyTorch baseline (tools/plain_torch_simclr.py, if torch is
         installed) in its own; each in float32 and bf16; views/s and GFLOP/s.
-input:  the tf.data augmentation pipeline alone; views/s.
+input:  the tf.data augmentation pipeline alone; views/s and CPU ms per batch.
 fit:    the real training path (pipeline + step + summaries + checkpoints), views/s, and
-        the same compiled model's step alone right after, for fit / step.
+        the same compiled model's step alone, in alternating rounds, for fit / step
+        (mean step times: the summary steps count).
 budget: pretrain for --budget_minutes of wall clock (schedule sized from a measured step
         time) or exactly --steps, per precision in --precisions; then kNN (k=200, cosine)
         and linear-eval accuracy on the CIFAR-10 test split; the same for a random-init
@@ -20,7 +21,7 @@ budget: pretrain for --budget_minutes of wall clock (schedule sized from a measu
 memory: peak RSS of a train step (--depth/--width/--batch), and the loss's peak memory
         increase at --loss_batch, blockwise and with the whole 2N x 2N matrix.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
-Times are medians over --repeats timed steps after --warmup untimed ones.
+Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones.
 """
 
 import datetime
@@ -53,11 +54,18 @@ flags.DEFINE_integer("devices", 1, "Logical CPU devices; > 1 runs the project st
 flags.DEFINE_bool("batched_augment", True, "Views made per batch (else image by image).")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_integer("repeats", 15, "Timed steps.")
+flags.DEFINE_integer("rounds", 3, "fit: alternating rounds of the training path and the "
+                     "step alone.")
+flags.DEFINE_integer("checkpoint_steps", 200, "fit: steps between checkpoints the save time "
+                     "is spread over (the CPU recipes' value).")
 flags.DEFINE_float("budget_minutes", 10.0, "budget: wall-clock pretraining budget.")
 flags.DEFINE_integer("steps", 0, "budget: pretrain exactly this many steps instead (equal-step "
                      "comparisons of --precisions).")
 flags.DEFINE_integer("linear_epochs", 2, "budget: linear-eval epochs on the frozen encoder.")
-flags.DEFINE_integer("seed", 0, "budget: data-order and augmentation seed.")
+flags.DEFINE_integer("seed", 0, "budget: weight-init, data-order and augmentation seed.")
+flags.DEFINE_string("eval_precision", None, "budget: evaluate every encoder (kNN and linear "
+                    "eval) in this precision instead of its pretraining one, so "
+                    "precisions are compared on what they learned.")
 flags.DEFINE_integer("loss_batch", 8192, "memory: global batch of the loss measurement.")
 flags.DEFINE_string("memory_worker", None, "Internal: the one measurement a `memory` "
                     "subprocess makes.")
@@ -106,7 +114,7 @@ def _real_batch(batch):
     return next(iter(pipeline.pretrain_dataset(source, "train", data, aug, batch)))
 
 
-def _time_steps(run_step):
+def _time_steps(run_step, statistic=statistics.median):
     for _ in range(FLAGS.warmup):
         run_step()
     times = []
@@ -114,7 +122,7 @@ def _time_steps(run_step):
         start = time.perf_counter()
         run_step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistic(times)
 
 
 def _project_model(precision, width):
@@ -213,12 +221,20 @@ def bench_input():
     iterator = iter(pipeline.pretrain_dataset(source, "train", data, aug, FLAGS.batch))
     for _ in range(FLAGS.warmup + 40):  # fill the cache and the shuffle buffer
         next(iterator)
+    cpu_start = time.process_time()
     seconds = _time_steps(lambda: tf.nest.map_structure(lambda t: t.numpy(), next(iterator)))
+    # CPU time, not only wall time: in training the pipeline takes it from the step.
+    cpu_ms = 1e3 * (time.process_time() - cpu_start) / (FLAGS.warmup + FLAGS.repeats)
     return [{"impl": "simclr_tf input", "views_per_s": 2 * FLAGS.batch / seconds,
-             "images_per_s": FLAGS.batch / seconds}]
+             "images_per_s": FLAGS.batch / seconds, "cpu_ms_per_batch": cpu_ms}]
 
 
 def bench_fit():
+    """The real training path (`train.run`: input pipeline, step, summaries, checkpoint)
+    against the same compiled model's step on one batch in memory, in --rounds
+    alternating rounds so that the machine's drift (about +-10% over minutes here)
+    hits both alike. Each round resumes the run from the previous round's checkpoint;
+    the save's time is spread over --checkpoint_steps steps, as in a recipe."""
     import tempfile
 
     import keras
@@ -226,39 +242,58 @@ def bench_fit():
     from simclr_tf import train
     from simclr_tf.config import (Config, DataConfig, LossConfig, ModelConfig,
                                   RunConfig)
+
+    class FitTimes(keras.callbacks.Callback):
+        """Each step's end, and how long the end-of-loop work (the save) took."""
+
+        def __init__(self):
+            super().__init__()
+            self.step_ends, self.loop_end, self.train_end = [], None, None
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step_ends.append(time.perf_counter())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.loop_end = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.train_end = time.perf_counter()
+
     rows = []
+    batch = _real_batch(FLAGS.batch)
+    block = FLAGS.warmup + FLAGS.repeats
     for precision in FLAGS.precisions:
-        times = []
-
-        class StepTimes(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                times.append(time.perf_counter())
-
-        steps = FLAGS.warmup + FLAGS.repeats
+        fit_s, save_s, step_s = [], [], []
         with tempfile.TemporaryDirectory() as model_dir:
-            config = Config(
-                run=RunConfig(mode="pretrain", model_dir=model_dir, train_steps=steps,
-                              checkpoint_steps=max(1, steps // 2), summary_steps=10,
-                              precision=precision, jit_compile=FLAGS.xla, eval_steps=1,
-                              knn_bank_size=256, strategy="default"),
-                data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir,
-                                batch_size=FLAGS.batch, cache=True),
-                model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
-                augment=_augment(),
-                loss=LossConfig(temperature=0.5))
-            model, _ = train.run(config, extra_callbacks=[StepTimes()])
-        deltas = [b - a for a, b in zip(times[FLAGS.warmup - 1:], times[FLAGS.warmup:])]
-        seconds = statistics.median(deltas)
-        mean = (times[-1] - times[FLAGS.warmup - 1]) / len(deltas)
-        # The same compiled model's step on one batch in memory, right after: fit / step.
-        batch = _real_batch(FLAGS.batch)
-        step_alone = _time_steps(lambda: model.train_on_batch(batch))
-        rows.append({"impl": "simclr_tf fit", "precision": precision, "step_s": seconds,
-                     "mean_step_s_incl_checkpoints": mean,
-                     "views_per_s": 2 * FLAGS.batch / mean,
-                     "images_per_s": FLAGS.batch / mean,
-                     "step_alone_s": step_alone, "fit_vs_step": step_alone / mean})
-        keras.mixed_precision.set_global_policy("float32")
+            for round_ in range(1, FLAGS.rounds + 1):
+                config = Config(
+                    run=RunConfig(mode="pretrain", model_dir=model_dir,
+                                  train_steps=round_ * block, checkpoint_steps=block,
+                                  summary_steps=10, precision=precision,
+                                  jit_compile=FLAGS.xla, eval_steps=1, knn_bank_size=256,
+                                  strategy="default"),
+                    data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir,
+                                    batch_size=FLAGS.batch, cache=True),
+                    model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
+                    augment=_augment(),
+                    loss=LossConfig(temperature=0.5))
+                times = FitTimes()
+                model, _ = train.run(config, extra_callbacks=[times])
+                ends = times.step_ends
+                fit_s.append((ends[-1] - ends[FLAGS.warmup - 1]) / FLAGS.repeats)
+                save_s.append(times.train_end - times.loop_end)
+                step_s.append(_time_steps(lambda: model.train_on_batch(batch), statistics.mean))
+                keras.mixed_precision.set_global_policy("float32")
+        per_round = [s / (f + c / FLAGS.checkpoint_steps)
+                     for f, c, s in zip(fit_s, save_s, step_s)]
+        fit_mean = statistics.mean(fit_s) + statistics.mean(save_s) / FLAGS.checkpoint_steps
+        rows.append({"impl": "simclr_tf fit", "precision": precision, "step_s": fit_mean,
+                     "fit_step_s_per_round": fit_s, "checkpoint_save_s_per_round": save_s,
+                     "step_alone_s_per_round": step_s, "fit_vs_step_per_round": per_round,
+                     "views_per_s": 2 * FLAGS.batch / fit_mean,
+                     "images_per_s": FLAGS.batch / fit_mean,
+                     "step_alone_s": statistics.mean(step_s),
+                     "fit_vs_step": statistics.median(per_round)})
     return rows
 
 
@@ -287,7 +322,7 @@ def bench_budget():
 
     import keras
 
-    from simclr_tf import builders, evaluation, sources, train
+    from simclr_tf import train
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for precision in FLAGS.precisions:
@@ -297,24 +332,37 @@ def bench_budget():
             _, pre = train.run(_cifar_config("pretrain", f"{root}/pre_{precision}", precision,
                                              train_steps=steps))
             pretrain_s = time.perf_counter() - start
-            row = {"impl": "simclr_tf budget, pretrained", "precision": precision,
-                   "knn_acc": pre["knn_acc"], "pretrain_steps": steps,
-                   "pretrain_s": pretrain_s, "images_per_s": steps * FLAGS.batch / pretrain_s}
-            row["linear_eval_acc"] = _linear_eval(root, precision, f"{root}/pre_{precision}")
-            rows.append(row)
+            init = f"{root}/pre_{precision}"
+            evaluated_in = FLAGS.eval_precision or precision
+            knn = pre["knn_acc"] if evaluated_in == precision else _knn(root, evaluated_in, init)
+            rows.append({"impl": "simclr_tf budget, pretrained", "precision": precision,
+                         "eval_precision": evaluated_in, "knn_acc": knn,
+                         "pretrain_steps": steps, "pretrain_s": pretrain_s,
+                         "images_per_s": steps * FLAGS.batch / pretrain_s,
+                         "linear_eval_acc": _linear_eval(root, evaluated_in, init)})
         # Random init: the same kNN and linear evaluation of an untrained encoder.
-        precision = FLAGS.precisions[0]
-        keras.mixed_precision.set_global_policy("float32")
-        config = _cifar_config("pretrain", f"{root}/random", precision)
-        source = sources.open_source("cifar10", FLAGS.data_dir, download=False)
-        bank, query = train._knn_datasets(config, source)
-        encoder = builders.pretrain_model(config, num_classes=0).encoder
-        knn = evaluation.knn_accuracy(encoder, bank(), query(), source.num_classes,
-                                      config.run.knn_k, config.run.knn_temperature)
+        precision = FLAGS.eval_precision or FLAGS.precisions[0]
         rows.append({"impl": "simclr_tf budget, random init", "precision": precision,
-                     "knn_acc": knn, "linear_eval_acc": _linear_eval(root, precision, None)})
-        keras.mixed_precision.set_global_policy("float32")
+                     "eval_precision": precision, "knn_acc": _knn(root, precision, None),
+                     "linear_eval_acc": _linear_eval(root, precision, None)})
     return rows
+
+
+def _knn(root, precision, init):
+    """kNN accuracy of the encoder in checkpoint dir `init` (None: a seeded random init)."""
+    import keras
+
+    from simclr_tf import builders, callbacks, evaluation, train
+    config = _cifar_config("pretrain", f"{root}/knn_{precision}_{bool(init)}", precision)
+    _, source = train.setup(config)  # precision policy and seed, as a training job has
+    bank, query = train._knn_datasets(config, source)
+    encoder = builders.pretrain_model(config, num_classes=0).encoder
+    if init:
+        callbacks.restore_parts({"encoder": encoder}, init)
+    knn = evaluation.knn_accuracy(encoder, bank(), query(), source.num_classes,
+                                  config.run.knn_k, config.run.knn_temperature)
+    keras.mixed_precision.set_global_policy("float32")
+    return knn
 
 
 def _budget_steps(root, precision):
@@ -417,11 +465,12 @@ def _append_markdown(mode, rows, command):
              "| impl | precision | images/s | views/s | step s | GFLOP/s | vs plain Keras fp32 "
              "| vs PyTorch bf16 |", "|---|---|---|---|---|---|---|---|"]
     if mode == "budget":
-        lines[2:4] = ["| encoder | precision | pretrain steps | pretrain job s (incl. build, "
-                      "kNN) | kNN acc | linear eval acc |", "|---|---|---|---|---|---|"]
+        lines[2:4] = ["| encoder | precision | evaluated in | pretrain steps | pretrain job s "
+                      "(incl. build, kNN) | kNN acc | linear eval acc |",
+                      "|---|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append("| {} | {} | {} | {} | {:.2%} | {:.2%} |".format(
-                r["impl"], r["precision"], r.get("pretrain_steps", "-"),
+            lines.append("| {} | {} | {} | {} | {} | {:.2%} | {:.2%} |".format(
+                r["impl"], r["precision"], r["eval_precision"], r.get("pretrain_steps", "-"),
                 f"{r['pretrain_s']:.0f}" if "pretrain_s" in r else "-",
                 r["knn_acc"], r["linear_eval_acc"]))
         rows = []
@@ -435,14 +484,21 @@ def _append_markdown(mode, rows, command):
                          f"{gib(r, 'peak_rss')} | {gib(r, 'peak_increase')} | "
                          f"{gib(r, 'logits_matrix_bytes')} |")
         rows = []
-    if mode == "fit":
-        lines[2:4] = ["| impl | precision | images/s | views/s | median step s | mean step s "
-                      "(incl. checkpoints) | same model's step alone s | fit / step |",
-                      "|---|---|---|---|---|---|---|---|"]
+    if mode == "input":
+        lines[2:4] = ["| impl | images/s | views/s | CPU ms per batch |", "|---|---|---|---|"]
         for r in rows:
-            lines.append("| {} | {} | {:.1f} | {:.1f} | {:.3f} | {:.3f} | {:.3f} | {:.2f} |".format(
+            lines.append(f"| {r['impl']} | {r['images_per_s']:.1f} | {r['views_per_s']:.1f} | "
+                         f"{r['cpu_ms_per_batch']:.1f} |")
+        rows = []
+    if mode == "fit":
+        lines[2:4] = ["| impl | precision | images/s | views/s | fit step s (mean, incl. "
+                      "checkpoint share) | step alone s (mean) | fit / step per round | "
+                      "fit / step (median) |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append("| {} | {} | {:.1f} | {:.1f} | {:.3f} | {:.3f} | {} | {:.2f} |".format(
                 r["impl"], r["precision"], r["images_per_s"], r["views_per_s"], r["step_s"],
-                r["mean_step_s_incl_checkpoints"], r["step_alone_s"], r["fit_vs_step"]))
+                r["step_alone_s"], ", ".join(f"{x:.2f}" for x in r["fit_vs_step_per_round"]),
+                r["fit_vs_step"]))
         rows = []
     for r in rows:
         lines.append("| {} | {} | {:.1f} | {:.1f} | {} | {} | {} | {} |".format(
@@ -471,7 +527,8 @@ def main(argv):
     rows = modes[mode]()
     settings = {"depth": FLAGS.depth, "width": FLAGS.width, "batch": FLAGS.batch,
                 "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps,
-                "seed": FLAGS.seed, "warmup": FLAGS.warmup, "repeats": FLAGS.repeats}
+                "seed": FLAGS.seed, "eval_precision": FLAGS.eval_precision,
+                "warmup": FLAGS.warmup, "repeats": FLAGS.repeats, "rounds": FLAGS.rounds}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
               "date": datetime.date.today().isoformat(), "rows": rows}
     print(json.dumps(result, indent=2))
