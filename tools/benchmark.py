@@ -63,6 +63,7 @@ flags.DEFINE_integer("steps", 0, "budget: pretrain exactly this many steps inste
                      "comparisons of --precisions).")
 flags.DEFINE_integer("linear_epochs", 2, "budget: linear-eval epochs on the frozen encoder.")
 flags.DEFINE_integer("seed", 0, "budget: weight-init, data-order and augmentation seed.")
+flags.DEFINE_bool("random_init", True, "budget: also evaluate a random-init encoder.")
 flags.DEFINE_string("eval_precision", None, "budget: evaluate every encoder (kNN and linear "
                     "eval) in this precision instead of its pretraining one, so "
                     "precisions are compared on what they learned.")
@@ -339,12 +340,14 @@ def bench_budget():
                          "eval_precision": evaluated_in, "knn_acc": knn,
                          "pretrain_steps": steps, "pretrain_s": pretrain_s,
                          "images_per_s": steps * FLAGS.batch / pretrain_s,
-                         "linear_eval_acc": _linear_eval(root, evaluated_in, init)})
-        # Random init: the same kNN and linear evaluation of an untrained encoder.
-        precision = FLAGS.eval_precision or FLAGS.precisions[0]
-        rows.append({"impl": "simclr_tf budget, random init", "precision": precision,
-                     "eval_precision": precision, "knn_acc": _knn(root, precision, None),
-                     "linear_eval_acc": _linear_eval(root, precision, None)})
+                         "linear_eval_acc": _linear_eval(root, evaluated_in, init,
+                                                         f"lin_{precision}")})
+        if FLAGS.random_init:
+            # The same kNN and linear evaluation of an untrained encoder.
+            precision = FLAGS.eval_precision or FLAGS.precisions[0]
+            rows.append({"impl": "simclr_tf budget, random init", "precision": precision,
+                         "eval_precision": precision, "knn_acc": _knn(root, precision, None),
+                         "linear_eval_acc": _linear_eval(root, precision, None, "lin_random")})
     return rows
 
 
@@ -353,7 +356,7 @@ def _knn(root, precision, init):
     import keras
 
     from simclr_tf import builders, callbacks, evaluation, train
-    config = _cifar_config("pretrain", f"{root}/knn_{precision}_{bool(init)}", precision)
+    config = _cifar_config("pretrain", f"{root}/knn", precision)
     _, source = train.setup(config)  # precision policy and seed, as a training job has
     bank, query = train._knn_datasets(config, source)
     encoder = builders.pretrain_model(config, num_classes=0).encoder
@@ -383,14 +386,16 @@ def _budget_steps(root, precision):
     return max(1, int(FLAGS.budget_minutes * 60 / step_s))
 
 
-def _linear_eval(root, precision, init):
+def _linear_eval(root, precision, init, name):
+    """Linear eval in `precision` of the encoder in `init`, in its own run directory
+    `name` (one per pretrained encoder: a shared one would resume the other's run)."""
     import keras
 
     from simclr_tf import train
     keras.mixed_precision.set_global_policy("float32")
     linear_steps = FLAGS.linear_epochs * 50000 // FLAGS.batch
-    _, lin = train.run(_cifar_config("linear_eval", f"{root}/lin_{precision}_{bool(init)}",
-                                     precision, train_steps=linear_steps, init_checkpoint=init))
+    _, lin = train.run(_cifar_config("linear_eval", f"{root}/{name}", precision,
+                                     train_steps=linear_steps, init_checkpoint=init))
     return lin["eval_accuracy"]
 
 
