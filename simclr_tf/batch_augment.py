@@ -10,10 +10,9 @@ the ops compute the same values (`tf.image.resize`'s bicubic taps, `tf.image`'s 
 saturation and hue, contrast about the per-channel mean, clipping after each op);
 tests compare them image by image with the `tf.image` functions.
 
-The random values are drawn first; the pixel arithmetic that uses them is one XLA
-function (`jit_compile`), which fuses the elementwise ops into a few passes over the
-pixels: about 40% less CPU per batch of views than the same ops unfused, CPU that the
-train step would otherwise lose (BENCHMARKS.md).
+The random values are drawn first (`colour_params`, crop boxes, flips) and the pixel
+arithmetic then reads them, so tests can redo each image with `tf.image` from the same
+values.
 
 `views_of_batch` needs images of one size (CIFAR, or any TFDS dataset with a fixed
 shape); for images of mixed sizes the pipeline crops image by image and applies only
@@ -93,23 +92,24 @@ def random_orders(batch, seed):
 def color_jitter(images, factors, order, apply=None, version="v2"):
     """Applies the 4 jitter ops in each image's own `order` ([B, 4] permutations).
 
-    At each of the 4 stages all 4 ops are computed for the whole batch and each image
-    keeps the result of the op its order names next (or itself where `apply` is false).
-    That is 4x the arithmetic of partitioning the batch by op, but every shape is
-    static, so under XLA a stage is one fused pass, cheaper here than the partitioned
-    ops unfused.
+    At each of the 4 stages the batch is partitioned by the op each image takes next
+    (images with `apply` false pass through untouched), so every jittered image goes
+    through each op exactly once and the work is 4 ops per image. (All 4 ops on the
+    whole batch with a per-image selection, fused by XLA, measured no cheaper in the
+    pipeline: BENCHMARKS.md, session 3.)
     """
     ops = [lambda x, f: adjust_brightness(x, f, version), adjust_contrast, adjust_saturation,
            adjust_hue]
+    index = tf.range(tf.shape(images)[0])
     op_of_image = tf.cast(order, tf.int32)
     if apply is not None:
         op_of_image = tf.where(apply[:, None], op_of_image, NUM_JITTER_OPS)  # 4: unchanged
     for stage in range(NUM_JITTER_OPS):
-        chosen = tf.one_hot(op_of_image[:, stage], NUM_JITTER_OPS + 1, dtype=images.dtype)
-        results = [tf.clip_by_value(op(images, factors[k]), 0.0, 1.0)
-                   for k, op in enumerate(ops)] + [images]
-        images = tf.add_n([_per_image(chosen[:, k]) * result
-                           for k, result in enumerate(results)])
+        parts = tf.dynamic_partition(images, op_of_image[:, stage], NUM_JITTER_OPS + 1)
+        where = tf.dynamic_partition(index, op_of_image[:, stage], NUM_JITTER_OPS + 1)
+        results = [tf.clip_by_value(op(part, tf.gather(factors[k], rows)), 0.0, 1.0)
+                   for k, (op, part, rows) in enumerate(zip(ops, parts, where))]
+        images = tf.reshape(tf.dynamic_stitch(where, results + parts[-1:]), tf.shape(images))
     return images
 
 
@@ -159,28 +159,22 @@ def colour_params(batch, seed, config: AugmentConfig):
     return params
 
 
-def apply_jitter_and_gray(images, params, config: AugmentConfig):
-    """Jitter and grayscale of a [B, H, W, 3] batch with the drawn `params`."""
+def apply_colour(images, params, config: AugmentConfig):
+    """Jitter, grayscale and blur of a [B, H, W, 3] batch with the drawn `params`."""
     if "factors" in params:
         images = color_jitter(images, params["factors"], params["order"], params["jitter"],
                               config.jitter_version)
     if "gray" in params:
         gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
         images = _where_per_image(params["gray"], gray, images)
+    if "blur" in params:
+        if images.shape[1] is None or images.shape[2] is None:
+            raise ValueError("the batched blur needs a static image size")
+        # The kernel size of augment.random_blur: a tenth of the side.
+        radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
+        blurred = tf.clip_by_value(gaussian_blur(images, params["sigma"], radius), 0.0, 1.0)
+        images = _where_per_image(params["blur"], blurred, images)
     return images
-
-
-def apply_blur(images, params):
-    """Kept outside XLA: with its depthwise convolution over B x 3 channels inside,
-    a batch of views took twice the CPU."""
-    if "blur" not in params:
-        return images
-    if images.shape[1] is None or images.shape[2] is None:
-        raise ValueError("the batched blur needs a static image size")
-    # The kernel size of augment.random_blur: a tenth of the side.
-    radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
-    blurred = tf.clip_by_value(gaussian_blur(images, params["sigma"], radius), 0.0, 1.0)
-    return _where_per_image(params["blur"], blurred, images)
 
 
 def colour_stage(images, seed, config: AugmentConfig):
@@ -189,12 +183,7 @@ def colour_stage(images, seed, config: AugmentConfig):
     `seed` is one [2] seed for the whole batch; every image still draws its own values.
     """
     params = colour_params(tf.shape(images)[0], seed, config)
-    images = _compiled(lambda x, p: apply_jitter_and_gray(x, p, config))(images, params)
-    return apply_blur(images, params)
-
-
-def _compiled(fn):
-    return tf.function(fn, jit_compile=True)
+    return apply_colour(images, params, config)
 
 
 # --- Crop, resize and flip ----------------------------------------------------------
@@ -290,14 +279,10 @@ def view_of_batch(images, seed, size, config: AugmentConfig):
     else:
         zeros = tf.zeros([batch], tf.int32)
         boxes = [zeros, zeros, zeros + shape[1], zeros + shape[2]]
-    flip = _coin(batch, seeds[1], 0.5) if config.flip else tf.zeros([batch], tf.bool)
+    flip = _coin(batch, seeds[1], 0.5) if config.flip else None
     colour = colour_params(batch, seeds[2], config)
-
-    def render(images, boxes, flip, colour):
-        return apply_jitter_and_gray(crop_and_resize(images, boxes, size, flip), colour,
-                                     config)
-
-    images = apply_blur(_compiled(render)(images, boxes, flip, colour), colour)
+    images = crop_and_resize(images, boxes, size, flip)
+    images = apply_colour(images, colour, config)
     return tf.ensure_shape(images, [None, size, size, 3])
 
 
