@@ -16,8 +16,8 @@ fit:    the real training path (pipeline + step + summaries + checkpoints), view
         (mean step times: the summary steps count).
 budget: pretrain for --budget_minutes of wall clock (schedule sized from a measured step
         time) or exactly --steps, per precision in --precisions; then kNN (k=200, cosine)
-        and linear-eval accuracy on the CIFAR-10 test split; the same for a random-init
-        encoder.
+        and linear-eval accuracy on the CIFAR-10 test split (in --eval_precision if given);
+        the same for a random-init encoder (--norandom_init skips it).
 memory: peak RSS of a train step (--depth/--width/--batch), and the loss's peak memory
         increase at --loss_batch, blockwise and with the whole 2N x 2N matrix.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
