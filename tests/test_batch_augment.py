@@ -210,9 +210,9 @@ def test_two_views_of_a_uint8_batch():
     assert not np.allclose(v1, v2)
 
 
-def test_compiled_view_equals_tf_image_ops_image_by_image():
-    """The XLA-compiled view: each image's crop, resize, flip, jitter in its order,
-    grayscale and blur redone with tf.image's per-image ops from the drawn values."""
+def test_view_equals_tf_image_ops_image_by_image():
+    """Each image's crop, resize, flip, jitter in its order, grayscale and blur redone
+    with tf.image's per-image ops from the drawn values."""
     n, size, out_size = 24, 16, 12
     images = _images(n, size=size, seed=8)
     config = AugmentConfig()  # jitter 0.8 (strength 1), grayscale 0.2, blur 0.5
