@@ -241,8 +241,6 @@ def bench_fit():
     import keras
 
     from simclr_tf import train
-    from simclr_tf.config import (Config, DataConfig, LossConfig, ModelConfig,
-                                  RunConfig)
 
     class FitTimes(keras.callbacks.Callback):
         """Each step's end, and how long the end-of-loop work (the save) took."""
@@ -267,17 +265,10 @@ def bench_fit():
         fit_s, save_s, step_s = [], [], []
         with tempfile.TemporaryDirectory() as model_dir:
             for round_ in range(1, FLAGS.rounds + 1):
-                config = Config(
-                    run=RunConfig(mode="pretrain", model_dir=model_dir,
-                                  train_steps=round_ * block, checkpoint_steps=block,
-                                  summary_steps=10, precision=precision,
-                                  jit_compile=FLAGS.xla, eval_steps=1, knn_bank_size=256,
-                                  strategy="default"),
-                    data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir,
-                                    batch_size=FLAGS.batch, cache=True),
-                    model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
-                    augment=_augment(),
-                    loss=LossConfig(temperature=0.5))
+                config = _cifar_config("pretrain", model_dir, precision,
+                                       train_steps=round_ * block, checkpoint_steps=block,
+                                       summary_steps=10, jit_compile=FLAGS.xla,
+                                       eval_steps=1, knn_bank_size=256, strategy="default")
                 times = FitTimes()
                 model, _ = train.run(config, extra_callbacks=[times])
                 ends = times.step_ends
