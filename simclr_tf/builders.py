@@ -14,7 +14,8 @@ def build_encoder(config: Config):
     cifar_stem = m.cifar_stem if m.cifar_stem is not None else size <= 32
     return resnet.resnet(m.depth, m.width_multiplier, m.sk_ratio, cifar_stem,
                          input_shape=(size, size, 3), sync_bn=m.sync_bn,
-                         bn_momentum=m.bn_momentum, name="encoder")
+                         bn_momentum=m.bn_momentum, matmul_kernel_grad=m.matmul_kernel_grad,
+                         name="encoder")
 
 
 def build_projection_head(config: Config):

@@ -57,6 +57,7 @@ class ModelConfig:
     cifar_stem: Optional[bool] = None  # None: decided by image size (<= 32 px).
     sync_bn: bool = False
     bn_momentum: float = 0.9
+    matmul_kernel_grad: bool = True
     proj_head_mode: str = "nonlinear"
     num_proj_layers: int = 3
     proj_out_dim: int = 128

@@ -56,6 +56,9 @@ HELP = {
     "cifar_stem": "3x3 stride-1 stem without max-pool (default: when image_size <= 32).",
     "sync_bn": "Synchronise batch-norm statistics across replicas (global BN).",
     "bn_momentum": "Batch-norm moving-average momentum.",
+    "matmul_kernel_grad": "In bf16, compute a conv's kernel gradient as one matmul over "
+                          "patches where that measured faster on CPU (small outputs: a "
+                          "ResNet's last stage on 32 px images).",
     "proj_head_mode": "nonlinear, linear or none.",
     "num_proj_layers": "Layers of the nonlinear projection head (v1: 2, v2: 3).",
     "proj_out_dim": "Output width of the projection head.",

@@ -10,6 +10,7 @@ import keras
 from keras import layers, ops
 
 from simclr_tf.batch_norm import FusedBatchNormalization
+from simclr_tf.conv import Conv2D
 
 BLOCKS = {  # depth -> (bottleneck?, blocks per group)
     18: (False, (2, 2, 2, 2)),
@@ -26,10 +27,11 @@ SK_MIN_DIM = 32
 class _Builder:
     """Holds the per-model settings so block functions take only shapes."""
 
-    def __init__(self, sk_ratio, sync_bn, bn_momentum):
+    def __init__(self, sk_ratio, sync_bn, bn_momentum, matmul_kernel_grad):
         self.sk_ratio = sk_ratio
         self.sync_bn = sync_bn
         self.bn_momentum = bn_momentum
+        self.matmul_kernel_grad = matmul_kernel_grad
 
     def bn(self, x, relu=True, zero_gamma=False, name=None):
         x = FusedBatchNormalization(
@@ -42,16 +44,17 @@ class _Builder:
         if strides > 1:
             pad = kernel_size - 1
             x = layers.ZeroPadding2D(((pad // 2, pad - pad // 2),) * 2)(x)
-        return layers.Conv2D(filters, kernel_size, strides,
-                             padding="same" if strides == 1 else "valid", use_bias=False,
-                             kernel_initializer="variance_scaling")(x)
+        return Conv2D(filters, kernel_size, strides,
+                      padding="same" if strides == 1 else "valid", use_bias=False,
+                      kernel_initializer="variance_scaling",
+                      matmul_kernel_grad=self.matmul_kernel_grad)(x)
 
     def conv3x3(self, x, filters, strides):
         """BN-ReLU'd 3x3 conv, selective-kernel when sk_ratio > 0."""
         if self.sk_ratio <= 0:
             return self.bn(self.conv(x, filters, 3, strides))
         return SelectiveKernel(filters, strides, self.sk_ratio, self.sync_bn,
-                               self.bn_momentum)(x)
+                               self.bn_momentum, self.matmul_kernel_grad)(x)
 
     def shortcut(self, x, filters, strides):
         if self.sk_ratio > 0 and strides > 1:  # ResNet-D: average pool, then 1x1.
@@ -87,14 +90,17 @@ class _Builder:
 class SelectiveKernel(layers.Layer):
     """SK conv (SimCLRv2): two 3x3 paths mixed by a softmax over global context."""
 
-    def __init__(self, filters, strides, sk_ratio, sync_bn=False, bn_momentum=0.9, **kwargs):
+    def __init__(self, filters, strides, sk_ratio, sync_bn=False, bn_momentum=0.9,
+                 matmul_kernel_grad=True, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.strides, self.sk_ratio = filters, strides, sk_ratio
         self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
+        self.matmul_kernel_grad = matmul_kernel_grad
         self._pad = layers.ZeroPadding2D(1) if strides > 1 else None
-        self.conv = layers.Conv2D(2 * filters, 3, strides, use_bias=False,
-                                  padding="valid" if strides > 1 else "same",
-                                  kernel_initializer="variance_scaling")
+        self.conv = Conv2D(2 * filters, 3, strides, use_bias=False,
+                           padding="valid" if strides > 1 else "same",
+                           kernel_initializer="variance_scaling",
+                           matmul_kernel_grad=matmul_kernel_grad)
         self.bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
                                             synchronized=sync_bn)
         mid = max(int(filters * sk_ratio), SK_MIN_DIM)
@@ -118,15 +124,18 @@ class SelectiveKernel(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
                 "sk_ratio": self.sk_ratio, "sync_bn": self.sync_bn,
-                "bn_momentum": self.bn_momentum}
+                "bn_momentum": self.bn_momentum,
+                "matmul_kernel_grad": self.matmul_kernel_grad}
 
 
 def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
-           input_shape=(None, None, 3), sync_bn=False, bn_momentum=0.9, name=None):
+           input_shape=(None, None, 3), sync_bn=False, bn_momentum=0.9,
+           matmul_kernel_grad=True, name=None):
     """ResNet v1 encoder returning a dict of endpoints.
 
     Endpoints: `initial_conv`, `block_group1..4` and `final_avg_pool` (the [B, C]
     representation). `width_multiplier` may be fractional (e.g. 0.25 for CPU runs).
+    `matmul_kernel_grad`: see `simclr_tf.conv` (bf16 kernel gradients of small outputs).
     """
     if depth not in BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
@@ -135,7 +144,7 @@ def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
     if sk_ratio < 0:
         raise ValueError(f"sk_ratio must be >= 0, got {sk_ratio}")
     bottleneck, counts = BLOCKS[depth]
-    builder = _Builder(sk_ratio, sync_bn, bn_momentum)
+    builder = _Builder(sk_ratio, sync_bn, bn_momentum, matmul_kernel_grad)
     block = builder.bottleneck_block if bottleneck else builder.basic_block
     expansion = 4 if bottleneck else 1
 

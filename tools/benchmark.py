@@ -5,11 +5,14 @@
   python tools/benchmark.py fit    --data_dir=../shared/data/tfds --width=0.25 --batch=256
   python tools/benchmark.py budget --data_dir=../shared/data/tfds --width=0.25 --budget_minutes=30
   python tools/benchmark.py memory --data_dir=../shared/data/tfds --depth=50 --batch=256
+  python tools/benchmark.py conv   --data_dir=../shared/data/tfds --width=1.0 --batch=256
 
 step:   the compiled train step alone on one real batch held in memory, for the project's
         PretrainModel, the plain Keras 3 baseline (tools/plain_keras_simclr.py) in this
         process and the plain PyTorch baseline (tools/plain_torch_simclr.py, if torch is
         installed) in its own; each in float32 and bf16; views/s and GFLOP/s.
+        --compare_kernel_grad also times the project's bf16 step with every conv's
+        native kernel gradient (simclr_tf.conv's matmul path off).
 input:  the tf.data augmentation pipeline alone; views/s and CPU ms per batch.
 fit:    the real training path (pipeline + step + summaries + checkpoints), views/s, and
         the same compiled model's step alone, in alternating rounds, for fit / step
@@ -20,6 +23,9 @@ budget: pretrain for --budget_minutes of wall clock (schedule sized from a measu
         the same for a random-init encoder (--norandom_init skips it).
 memory: peak RSS of a train step (--depth/--width/--batch), and the loss's peak memory
         increase at --loss_batch, blockwise and with the whole 2N x 2N matrix.
+conv:   per distinct conv shape of the encoder, its bf16 kernel gradient computed by
+        TensorFlow's kernel and by simclr_tf.conv's patch matmul, on the activations and
+        loss gradients of a real batch; which one simclr_tf.conv's rule picks.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
 Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones.
 """
@@ -52,6 +58,10 @@ flags.DEFINE_integer("torch_threads", 2, "Threads for the PyTorch baseline.")
 flags.DEFINE_integer("devices", 1, "Logical CPU devices; > 1 runs the project step and fit "
                      "under MirroredStrategy across them.")
 flags.DEFINE_bool("batched_augment", True, "Views made per batch (else image by image).")
+flags.DEFINE_bool("matmul_kernel_grad", True, "Project model: bf16 kernel gradients of small "
+                  "conv outputs as one patch matmul (simclr_tf.conv).")
+flags.DEFINE_bool("compare_kernel_grad", False, "step: also time the project's bf16 step "
+                  "with --nomatmul_kernel_grad.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_integer("repeats", 15, "Timed steps.")
 flags.DEFINE_integer("rounds", 3, "fit: alternating rounds of the training path and the "
@@ -126,7 +136,7 @@ def _time_steps(run_step, statistic=statistics.median):
     return statistic(times)
 
 
-def _project_model(precision, width):
+def _project_model(precision, width, matmul_kernel_grad=None):
     import keras
 
     from simclr_tf import builders, model as models, optimizers
@@ -134,7 +144,10 @@ def _project_model(precision, width):
     keras.mixed_precision.set_global_policy(precision)
     config = Config(run=RunConfig(precision=precision, jit_compile=FLAGS.xla),
                     data=DataConfig(image_size=32),
-                    model=ModelConfig(depth=FLAGS.depth, width_multiplier=width),
+                    model=ModelConfig(depth=FLAGS.depth, width_multiplier=width,
+                                      matmul_kernel_grad=(FLAGS.matmul_kernel_grad
+                                                          if matmul_kernel_grad is None
+                                                          else matmul_kernel_grad)),
                     loss=LossConfig(temperature=0.5))
     with _strategy().scope():
         model = builders.pretrain_model(config, num_classes=10)
@@ -193,6 +206,13 @@ def bench_step():
                      "views_per_s": views / seconds, "images_per_s": FLAGS.batch / seconds,
                      "gflops_per_s": 3 * flops * views / seconds / 1e9,
                      "forward_gflops_per_view": flops / 1e9})
+        if FLAGS.compare_kernel_grad and precision == "mixed_bfloat16":
+            model, _ = _project_model(precision, FLAGS.width, matmul_kernel_grad=False)
+            seconds = _time_steps(lambda: model.train_on_batch(batch))
+            rows.append({"impl": "simclr_tf, native kernel gradients", "precision": precision,
+                         "step_s": seconds, "views_per_s": views / seconds,
+                         "images_per_s": FLAGS.batch / seconds,
+                         "gflops_per_s": 3 * flops * views / seconds / 1e9})
         if FLAGS.baseline:
             keras.mixed_precision.set_global_policy(precision)
             plain = plain_keras_simclr.build(FLAGS.width, 32, FLAGS.xla)
@@ -299,7 +319,8 @@ def _cifar_config(mode, model_dir, precision, **run):
                          "knn_bank_size": 50000, **run}),
         data=DataConfig(dataset="cifar10", data_dir=FLAGS.data_dir, batch_size=FLAGS.batch,
                         cache=True, seed=FLAGS.seed),
-        model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width),
+        model=ModelConfig(depth=FLAGS.depth, width_multiplier=FLAGS.width,
+                          matmul_kernel_grad=FLAGS.matmul_kernel_grad),
         augment=_augment(),
         loss=LossConfig(temperature=0.5),
         optim=(OptimConfig(optimizer="momentum", learning_rate=0.1, warmup_epochs=0,
@@ -454,6 +475,55 @@ def bench_memory():
     return rows
 
 
+def bench_conv():
+    """Per distinct conv shape of the encoder: the bf16 kernel gradient by TensorFlow's
+    kernel and by the patch matmul, on a real batch's activations and loss gradients."""
+    import keras
+    import tensorflow as tf
+
+    from simclr_tf import conv, losses
+    model, _ = _project_model("mixed_bfloat16", FLAGS.width)
+    encoder = model.encoder
+    convs = [l for l in encoder.layers if isinstance(l, keras.layers.Conv2D)]
+    probe = keras.Model(encoder.input, [[l.input for l in convs], [l.output for l in convs],
+                                        encoder.output["final_avg_pool"]])
+    batch = _real_batch(FLAGS.batch)
+    with tf.GradientTape() as tape:
+        ins, outs, h = probe(tf.concat([batch["view1"], batch["view2"]], 0), training=True)
+        h1, h2 = tf.split(tf.cast(h, tf.float32), 2)
+        loss, _ = losses.nt_xent(h1, h2, temperature=0.5)
+    douts = tape.gradient(loss, outs)
+    shapes = {}
+    for layer, x, dy in zip(convs, ins, douts):
+        key = (tuple(x.shape[1:]), layer.kernel.shape, layer.strides[0], layer.padding.upper())
+        shapes.setdefault(key, [tf.cast(x, tf.bfloat16), tf.cast(dy, tf.bfloat16), 0])[2] += 1
+
+    def timed(fn):
+        return _time_steps(lambda: fn().numpy()) * 1e3
+
+    rows = []
+    for (in_shape, kernel_shape, strides, padding), (x, dy, count) in shapes.items():
+        native = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=kernel_shape, out_backprop=dy,
+            strides=[1, strides, strides, 1], padding=padding))
+        matmul = tf.function(lambda: conv.matmul_kernel_grad(x, dy, kernel_shape, strides,
+                                                             padding))
+        out_positions = dy.shape[1] * dy.shape[2]
+        picks = conv.matmul_kernel_grad_pays(out_positions, kernel_shape[0], in_shape[-1],
+                                             strides)
+        rows.append({"impl": "{}x{}x{} -> {}x{}x{}, {}x{} kernel, stride {}".format(
+                         *in_shape, *dy.shape[1:], kernel_shape[0], kernel_shape[1], strides),
+                     "layers": count, "native_ms": timed(native), "matmul_ms": timed(matmul),
+                     "rule_picks": "matmul" if picks else "native"})
+        print(rows[-1], file=sys.stderr, flush=True)
+    chosen = sum(r["layers"] * r[f"{r['rule_picks']}_ms"] for r in rows)
+    rows.append({"impl": "encoder total (layers x time)", "layers": len(convs),
+                 "native_ms": sum(r["layers"] * r["native_ms"] for r in rows),
+                 "matmul_ms": sum(r["layers"] * r["matmul_ms"] for r in rows),
+                 "rule_picks": f"{chosen:.1f} ms with the rule's choices"})
+    return rows
+
+
 def _append_markdown(mode, rows, command):
     path = os.path.join(REPO, "BENCHMARKS.md")
     lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
@@ -486,6 +556,13 @@ def _append_markdown(mode, rows, command):
             lines.append(f"| {r['impl']} | {r['images_per_s']:.1f} | {r['views_per_s']:.1f} | "
                          f"{r['cpu_ms_per_batch']:.1f} |")
         rows = []
+    if mode == "conv":
+        lines[2:4] = ["| conv (input -> output) | layers | native bf16 kernel grad ms | "
+                      "patch matmul ms | rule picks |", "|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['impl']} | {r['layers']} | {r['native_ms']:.1f} | "
+                         f"{r['matmul_ms']:.1f} | {r['rule_picks']} |")
+        rows = []
     if mode == "fit":
         lines[2:4] = ["| impl | precision | images/s | views/s | fit step s (mean, incl. "
                       "checkpoint share) | step alone s (mean) | fit / step per round | "
@@ -509,7 +586,7 @@ def _append_markdown(mode, rows, command):
 
 def main(argv):
     modes = {"step": bench_step, "input": bench_input, "fit": bench_fit,
-             "budget": bench_budget, "memory": bench_memory}
+             "budget": bench_budget, "memory": bench_memory, "conv": bench_conv}
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: benchmark.py {'|'.join(modes)} [flags]", file=sys.stderr)
         return 2
