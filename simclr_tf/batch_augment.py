@@ -41,33 +41,73 @@ def _per_image(values):
     return tf.reshape(values, [-1, 1, 1, 1])
 
 
-def adjust_brightness(images, factor, version="v2"):
+# --- Colour, on planes ---------------------------------------------------------------
+# The colour ops read a batch as planes, [B, 3, H*W]: a channel is then a contiguous
+# [B, H*W] slice, so HSV's max/min over channels are elementwise ops, and a per-image
+# factor broadcasts over one contiguous block. On [B, H, W, 3] the same arithmetic needs
+# reductions over a size-3 axis and broadcasts of [B, 1, 1, 3] or [B, H, W, 1], which
+# TensorFlow's CPU kernels run several times slower (BENCHMARKS.md, session 4).
+
+
+def to_planes(images):
+    """[B, H, W, 3] -> [B, 3, H*W]."""
+    return tf.transpose(tf.reshape(images, [tf.shape(images)[0], -1, 3]), [0, 2, 1])
+
+
+def from_planes(planes, shape):
+    """[B, 3, H*W] -> `shape` ([B, H, W, 3])."""
+    return tf.reshape(tf.transpose(planes, [0, 2, 1]), shape)
+
+
+def _per_plane_image(values):
+    return tf.reshape(values, [-1, 1, 1])
+
+
+def _value_and_chroma(planes):
+    r, g, b = tf.unstack(planes, axis=1)
+    value = tf.maximum(tf.maximum(r, g), b)
+    return (r, g, b), value, value - tf.minimum(tf.minimum(r, g), b)
+
+
+def adjust_brightness(planes, factor, version="v2"):
     """v2 multiplies by `factor`, v1 adds it (one value per image)."""
-    return images + _per_image(factor) if version == "v1" else images * _per_image(factor)
+    f = _per_plane_image(factor)
+    return planes + f if version == "v1" else planes * f
 
 
-def adjust_contrast(images, factor):
-    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-    return (images - mean) * _per_image(factor) + mean
+def adjust_contrast(planes, factor):
+    """(x - mean) * f + mean, the mean taken per image and channel."""
+    mean = tf.reduce_mean(planes, axis=2, keepdims=True)
+    f = _per_plane_image(factor)
+    return planes * f + mean * (1.0 - f)
 
 
-def adjust_saturation(images, factor):
+def adjust_saturation(planes, factor):
     """HSV saturation x factor (clipped to 1), without leaving RGB.
 
     With V = max(r, g, b) fixed, every channel is V - V * S * k(H), so scaling S by f
     moves each channel towards V by f; S' = min(f S, 1) caps f at 1 / S = V / (V - min).
     """
-    value = tf.reduce_max(images, axis=-1, keepdims=True)
-    spread = value - tf.reduce_min(images, axis=-1, keepdims=True)
-    factor = tf.minimum(_per_image(factor), tf.math.divide_no_nan(value, spread))
-    return value + factor * (images - value)
+    channels, value, chroma = _value_and_chroma(planes)
+    f = tf.minimum(tf.reshape(factor, [-1, 1]), tf.math.divide_no_nan(value, chroma))
+    return tf.stack([value + f * (c - value) for c in channels], axis=1)
 
 
-def adjust_hue(images, delta):
-    """HSV hue + delta, wrapped to [0, 1); S and V untouched (no unstack: it is slow)."""
-    hue_only = tf.constant([1.0, 0.0, 0.0])
-    shifted = tf.image.rgb_to_hsv(images) + _per_image(delta) * hue_only
-    return tf.image.hsv_to_rgb(shifted - tf.floor(shifted) * hue_only)
+def adjust_hue(planes, delta):
+    """HSV hue + delta, wrapped to [0, 1); S and V untouched.
+
+    The hue is computed from the planes (tf.image's hexcone formula); the way back is
+    `tf.image.hsv_to_rgb`, whose kernel is fast, unlike `rgb_to_hsv`'s.
+    """
+    (r, g, b), value, chroma = _value_and_chroma(planes)
+    is_r, is_g = value == r, value == g
+    numerator = tf.where(is_r, g - b, tf.where(is_g, b - r, r - g))
+    sector = tf.where(is_r, 0.0, tf.where(is_g, 2.0, 4.0))
+    hue = ((tf.math.divide_no_nan(numerator, chroma) + sector) * (1.0 / 6.0)
+           + tf.reshape(delta, [-1, 1]))
+    hue -= tf.floor(hue)
+    hsv = tf.stack([hue, tf.math.divide_no_nan(chroma, value), value], axis=-1)
+    return tf.transpose(tf.image.hsv_to_rgb(hsv), [0, 2, 1])
 
 
 def _jitter_factors(batch, seed, strength, version):
@@ -89,8 +129,9 @@ def random_orders(batch, seed):
     return tf.argsort(keys, axis=1)
 
 
-def color_jitter(images, factors, order, apply=None, version="v2"):
-    """Applies the 4 jitter ops in each image's own `order` ([B, 4] permutations).
+def color_jitter(planes, factors, order, apply=None, version="v2"):
+    """Applies the 4 jitter ops in each image's own `order` ([B, 4] permutations) to
+    [B, 3, H*W] planes.
 
     At each of the 4 stages the batch is partitioned by the op each image takes next
     (images with `apply` false pass through untouched), so every jittered image goes
@@ -100,17 +141,17 @@ def color_jitter(images, factors, order, apply=None, version="v2"):
     """
     ops = [lambda x, f: adjust_brightness(x, f, version), adjust_contrast, adjust_saturation,
            adjust_hue]
-    index = tf.range(tf.shape(images)[0])
+    index = tf.range(tf.shape(planes)[0])
     op_of_image = tf.cast(order, tf.int32)
     if apply is not None:
         op_of_image = tf.where(apply[:, None], op_of_image, NUM_JITTER_OPS)  # 4: unchanged
     for stage in range(NUM_JITTER_OPS):
-        parts = tf.dynamic_partition(images, op_of_image[:, stage], NUM_JITTER_OPS + 1)
+        parts = tf.dynamic_partition(planes, op_of_image[:, stage], NUM_JITTER_OPS + 1)
         where = tf.dynamic_partition(index, op_of_image[:, stage], NUM_JITTER_OPS + 1)
         results = [tf.clip_by_value(op(part, tf.gather(factors[k], rows)), 0.0, 1.0)
                    for k, (op, part, rows) in enumerate(zip(ops, parts, where))]
-        images = tf.reshape(tf.dynamic_stitch(where, results + parts[-1:]), tf.shape(images))
-    return images
+        planes = tf.reshape(tf.dynamic_stitch(where, results + parts[-1:]), tf.shape(planes))
+    return planes
 
 
 def gaussian_blur(images, sigma, radius):
@@ -138,7 +179,15 @@ def _coin(batch, seed, prob):
 
 def _where_per_image(chosen, new, old):
     """new where `chosen`, else old; a blend, as tf.where with broadcasting is slow here."""
-    return old + _per_image(tf.cast(chosen, old.dtype)) * (new - old)
+    chosen = tf.reshape(tf.cast(chosen, old.dtype), [-1] + [1] * (len(old.shape) - 1))
+    return old + chosen * (new - old)
+
+
+def _grayscale(planes):
+    """tf.image.rgb_to_grayscale's weights, the gray copied to the 3 channels."""
+    r, g, b = tf.unstack(planes, axis=1)
+    gray = 0.2989 * r + 0.5870 * g + 0.1140 * b
+    return tf.stack([gray, gray, gray], axis=1)
 
 
 def colour_params(batch, seed, config: AugmentConfig):
@@ -161,12 +210,14 @@ def colour_params(batch, seed, config: AugmentConfig):
 
 def apply_colour(images, params, config: AugmentConfig):
     """Jitter, grayscale and blur of a [B, H, W, 3] batch with the drawn `params`."""
-    if "factors" in params:
-        images = color_jitter(images, params["factors"], params["order"], params["jitter"],
-                              config.jitter_version)
-    if "gray" in params:
-        gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(images))
-        images = _where_per_image(params["gray"], gray, images)
+    if "factors" in params or "gray" in params:
+        planes = to_planes(images)
+        if "factors" in params:
+            planes = color_jitter(planes, params["factors"], params["order"],
+                                  params["jitter"], config.jitter_version)
+        if "gray" in params:
+            planes = _where_per_image(params["gray"], _grayscale(planes), planes)
+        images = from_planes(planes, tf.shape(images))
     if "blur" in params:
         if images.shape[1] is None or images.shape[2] is None:
             raise ValueError("the batched blur needs a static image size")

@@ -14,19 +14,31 @@ def _images(n, size=8, seed=0):
     return tf.random.stateless_uniform([n, size, size, 3], [seed, 1])
 
 
-def test_each_op_equals_tf_image_on_every_image():
-    images = _images(6)
+def _on_planes(op, images, *args):
+    """Runs a colour op (which reads [B, 3, H*W] planes) on [B, H, W, 3] images."""
+    return batch_augment.from_planes(op(batch_augment.to_planes(images), *args), images.shape)
+
+
+@pytest.mark.parametrize("images", [
+    _images(6),
+    # Three levels per channel: ties between channels, grays (no chroma) and black pixels,
+    # where HSV's hue and saturation take their special cases.
+    tf.round(_images(6, seed=5) * 2.0) / 2.0,
+], ids=["uniform", "ties_and_grays"])
+def test_each_op_equals_tf_image_on_every_image(images):
     factors = tf.constant([0.3, 0.7, 1.0, 1.2, 1.5, 1.8])
     deltas = tf.constant([-0.2, -0.05, 0.0, 0.1, 0.15, 0.2])
     cases = [
-        (batch_augment.adjust_contrast(images, factors), tf.image.adjust_contrast, factors),
-        (batch_augment.adjust_saturation(images, factors), tf.image.adjust_saturation, factors),
-        (batch_augment.adjust_hue(images, deltas), tf.image.adjust_hue, deltas),
-        (batch_augment.adjust_brightness(images, deltas, "v1"), tf.image.adjust_brightness,
-         deltas),
-        (batch_augment.adjust_brightness(images, factors), lambda x, f: x * f, factors),
+        (batch_augment.adjust_contrast, tf.image.adjust_contrast, factors, ()),
+        (batch_augment.adjust_saturation, tf.image.adjust_saturation, factors, ()),
+        (batch_augment.adjust_hue, tf.image.adjust_hue, deltas, ()),
+        (batch_augment.adjust_brightness, tf.image.adjust_brightness, deltas, ("v1",)),
+        (batch_augment.adjust_brightness, lambda x, f: x * f, factors, ()),
+        (lambda planes, _: batch_augment._grayscale(planes),
+         lambda x, _: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(x)), factors, ()),
     ]
-    for batched, reference, values in cases:
+    for op, reference, values, extra in cases:
+        batched = _on_planes(op, images, values, *extra)
         for i in range(6):
             np.testing.assert_allclose(batched[i], reference(images[i], values[i]), atol=2e-5)
 
@@ -38,7 +50,7 @@ def test_jitter_applies_each_image_its_own_order_with_clipping():
                            [1.8, 0.2, 0.9, 1.4, 0.5],     # saturation
                            [0.1, -0.15, 0.2, -0.2, 0.0]])  # hue
     order = tf.constant([[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1], [0, 2, 1, 3]])
-    out = batch_augment.color_jitter(images, factors, order)
+    out = _on_planes(batch_augment.color_jitter, images, factors, order)
     ops = [lambda x, f: x * f, tf.image.adjust_contrast, tf.image.adjust_saturation,
            tf.image.adjust_hue]
     for i in range(5):
