@@ -27,7 +27,8 @@ conv:   per distinct conv shape of the encoder, its bf16 kernel gradient compute
         TensorFlow's kernel and by simclr_tf.conv's patch matmul, on the activations and
         loss gradients of a real batch; which one simclr_tf.conv's rule picks.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
-Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones.
+Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones;
+input and fit also leave the first pass over the data untimed (--after_first_epoch).
 """
 
 import datetime
