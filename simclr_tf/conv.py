@@ -1,10 +1,11 @@
 """Conv2D whose bf16 kernel gradient is one matmul over patches where that is faster.
 
 On CPUs with AVX-512 BF16 but no AMX (e.g. Zen 4), oneDNN's bf16 kernel-gradient
-(backward-weights) convolution is 1.5-3x slower than float32 when the output is a few
-pixels across and the input deep - a ResNet's last stage on 32 x 32 images (4 x 4
-output, 512 channels) - while forward and input-gradient convolutions are fast. There
-the kernel gradient `patches(x)^T @ dy` is a single matmul of ordinary size
+(backward-weights) convolution is slow - about 2x its own float32 time, and 1.7-3x the
+matmul below - when the output is a few pixels across and the input deep: a ResNet's
+last stage on 32 x 32 images (4 x 4 output, 512 channels). Forward and input-gradient
+convolutions are fast. There the kernel gradient `patches(x)^T @ dy` is a single
+matmul of ordinary size
 (`tools/benchmark.py conv` measures both ways per layer; BENCHMARKS.md). Everything
 else - forward, input gradient, variables, checkpoints - is the Keras layer's.
 """
