@@ -539,63 +539,58 @@ def bench_conv():
     return rows
 
 
+def _gib(r, key):
+    return f"{r[key] / 2**30:.2f}" if key in r else "-"
+
+
+def _optional(r, key, fmt, suffix=""):
+    return format(r[key], fmt) + suffix if key in r else "-"
+
+
+# mode -> (the table's columns, one result row's cells)
+_TABLES = {
+    "step": (["impl", "precision", "images/s", "views/s", "step s", "GFLOP/s",
+              "vs plain Keras fp32", "vs PyTorch bf16"],
+             lambda r: [r["impl"], r.get("precision", "-"), f"{r['images_per_s']:.1f}",
+                        f"{r['views_per_s']:.1f}", _optional(r, "step_s", ".3f"),
+                        _optional(r, "gflops_per_s", ".0f"),
+                        _optional(r, "vs_plain_keras_float32", ".2f", "x"),
+                        _optional(r, "vs_pytorch_bf16", ".2f", "x")]),
+    "input": (["impl", "images/s", "views/s", "CPU ms per batch"],
+              lambda r: [r["impl"], f"{r['images_per_s']:.1f}", f"{r['views_per_s']:.1f}",
+                         f"{r['cpu_ms_per_batch']:.1f}"]),
+    "fit": (["impl", "precision", "images/s", "views/s",
+             "fit step s (mean, incl. checkpoint share)", "step alone s (mean)",
+             "fit / step per round", "fit / step (median)"],
+            lambda r: [r["impl"], r["precision"], f"{r['images_per_s']:.1f}",
+                       f"{r['views_per_s']:.1f}", f"{r['step_s']:.3f}",
+                       f"{r['step_alone_s']:.3f}",
+                       ", ".join(f"{x:.2f}" for x in r["fit_vs_step_per_round"]),
+                       f"{r['fit_vs_step']:.2f}"]),
+    "budget": (["encoder", "precision", "evaluated in", "pretrain steps",
+                "pretrain job s (incl. build, kNN)", "kNN acc", "linear eval acc"],
+               lambda r: [r["impl"], r["precision"], r["eval_precision"],
+                          r.get("pretrain_steps", "-"), _optional(r, "pretrain_s", ".0f"),
+                          f"{r['knn_acc']:.2%}", f"{r['linear_eval_acc']:.2%}"]),
+    "memory": (["measurement", "precision", "RSS after build GiB", "peak RSS GiB",
+                "loss peak increase GiB", "one 2N x 2N float32 matrix GiB"],
+               lambda r: [r["impl"], r["precision"], _gib(r, "rss_after_build"),
+                          _gib(r, "peak_rss"), _gib(r, "peak_increase"),
+                          _gib(r, "logits_matrix_bytes")]),
+    "conv": (["conv (input -> output)", "layers", "native bf16 kernel grad ms",
+              "patch matmul ms", "rule picks"],
+             lambda r: [r["impl"], r["layers"], f"{r['native_ms']:.1f}",
+                        f"{r['matmul_ms']:.1f}", r["rule_picks"]]),
+}
+
+
 def _append_markdown(mode, rows, command):
-    path = os.path.join(REPO, "BENCHMARKS.md")
+    columns, cells = _TABLES[mode]
     lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
              f"Command: `{command}`\n",
-             "| impl | precision | images/s | views/s | step s | GFLOP/s | vs plain Keras fp32 "
-             "| vs PyTorch bf16 |", "|---|---|---|---|---|---|---|---|"]
-    if mode == "budget":
-        lines[2:4] = ["| encoder | precision | evaluated in | pretrain steps | pretrain job s "
-                      "(incl. build, kNN) | kNN acc | linear eval acc |",
-                      "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append("| {} | {} | {} | {} | {} | {:.2%} | {:.2%} |".format(
-                r["impl"], r["precision"], r["eval_precision"], r.get("pretrain_steps", "-"),
-                f"{r['pretrain_s']:.0f}" if "pretrain_s" in r else "-",
-                r["knn_acc"], r["linear_eval_acc"]))
-        rows = []
-    if mode == "memory":
-        lines[2:4] = ["| measurement | precision | RSS after build GiB | peak RSS GiB | "
-                      "loss peak increase GiB | one 2N x 2N float32 matrix GiB |",
-                      "|---|---|---|---|---|---|"]
-        gib = lambda r, k: f"{r[k] / 2**30:.2f}" if k in r else "-"  # noqa: E731
-        for r in rows:
-            lines.append(f"| {r['impl']} | {r['precision']} | {gib(r, 'rss_after_build')} | "
-                         f"{gib(r, 'peak_rss')} | {gib(r, 'peak_increase')} | "
-                         f"{gib(r, 'logits_matrix_bytes')} |")
-        rows = []
-    if mode == "input":
-        lines[2:4] = ["| impl | images/s | views/s | CPU ms per batch |", "|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['impl']} | {r['images_per_s']:.1f} | {r['views_per_s']:.1f} | "
-                         f"{r['cpu_ms_per_batch']:.1f} |")
-        rows = []
-    if mode == "conv":
-        lines[2:4] = ["| conv (input -> output) | layers | native bf16 kernel grad ms | "
-                      "patch matmul ms | rule picks |", "|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['impl']} | {r['layers']} | {r['native_ms']:.1f} | "
-                         f"{r['matmul_ms']:.1f} | {r['rule_picks']} |")
-        rows = []
-    if mode == "fit":
-        lines[2:4] = ["| impl | precision | images/s | views/s | fit step s (mean, incl. "
-                      "checkpoint share) | step alone s (mean) | fit / step per round | "
-                      "fit / step (median) |", "|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append("| {} | {} | {:.1f} | {:.1f} | {:.3f} | {:.3f} | {} | {:.2f} |".format(
-                r["impl"], r["precision"], r["images_per_s"], r["views_per_s"], r["step_s"],
-                r["step_alone_s"], ", ".join(f"{x:.2f}" for x in r["fit_vs_step_per_round"]),
-                r["fit_vs_step"]))
-        rows = []
-    for r in rows:
-        lines.append("| {} | {} | {:.1f} | {:.1f} | {} | {} | {} | {} |".format(
-            r["impl"], r.get("precision", "-"), r["images_per_s"], r["views_per_s"],
-            f"{r['step_s']:.3f}" if "step_s" in r else "-",
-            f"{r['gflops_per_s']:.0f}" if "gflops_per_s" in r else "-",
-            f"{r['vs_plain_keras_float32']:.2f}x" if "vs_plain_keras_float32" in r else "-",
-            f"{r['vs_pytorch_bf16']:.2f}x" if "vs_pytorch_bf16" in r else "-"))
-    with open(path, "a") as f:
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
+    with open(os.path.join(REPO, "BENCHMARKS.md"), "a") as f:
         f.write("\n".join(lines) + "\n")
 
 
