@@ -73,17 +73,11 @@ class Conv2D(keras.layers.Conv2D):
                 and self.strides[0] == self.strides[1]
                 and self.kernel_size[0] == self.kernel_size[1]):
             return False
-        height, width = inputs.shape[1], inputs.shape[2]
-        if height is None or width is None:
+        _, out_h, out_w, _ = self.compute_output_shape(inputs.shape)
+        if out_h is None or out_w is None:
             return False
-        stride = self.strides[0]
-        if self.padding == "same":
-            out_h, out_w = -(-height // stride), -(-width // stride)
-        else:
-            out_h = (height - self.kernel_size[0]) // stride + 1
-            out_w = (width - self.kernel_size[1]) // stride + 1
         return matmul_kernel_grad_pays(out_h * out_w, self.kernel_size[0], inputs.shape[-1],
-                                       stride)
+                                       self.strides[0])
 
     def convolution_op(self, inputs, kernel):
         if not self._use_matmul(inputs):

@@ -141,7 +141,7 @@ def _time_steps(run_step, statistic=statistics.median):
     return statistic(times)
 
 
-def _project_model(precision, width, matmul_kernel_grad=None):
+def _project_model(precision, width, matmul_kernel_grad):
     import keras
 
     from simclr_tf import builders, model as models, optimizers
@@ -150,9 +150,7 @@ def _project_model(precision, width, matmul_kernel_grad=None):
     config = Config(run=RunConfig(precision=precision, jit_compile=FLAGS.xla),
                     data=DataConfig(image_size=32),
                     model=ModelConfig(depth=FLAGS.depth, width_multiplier=width,
-                                      matmul_kernel_grad=(FLAGS.matmul_kernel_grad
-                                                          if matmul_kernel_grad is None
-                                                          else matmul_kernel_grad)),
+                                      matmul_kernel_grad=matmul_kernel_grad),
                     loss=LossConfig(temperature=0.5))
     with _strategy().scope():
         model = builders.pretrain_model(config, num_classes=10)
@@ -205,14 +203,14 @@ def bench_step():
     views = 2 * FLAGS.batch
     rows = []
     for precision in FLAGS.precisions:
-        model, flops = _project_model(precision, FLAGS.width)
+        model, flops = _project_model(precision, FLAGS.width, FLAGS.matmul_kernel_grad)
         seconds = _time_steps(lambda: model.train_on_batch(batch))
         rows.append({"impl": "simclr_tf", "precision": precision, "step_s": seconds,
                      "views_per_s": views / seconds, "images_per_s": FLAGS.batch / seconds,
                      "gflops_per_s": 3 * flops * views / seconds / 1e9,
                      "forward_gflops_per_view": flops / 1e9})
         if FLAGS.compare_kernel_grad and precision == "mixed_bfloat16":
-            model, _ = _project_model(precision, FLAGS.width, matmul_kernel_grad=False)
+            model, _ = _project_model(precision, FLAGS.width, False)
             seconds = _time_steps(lambda: model.train_on_batch(batch))
             rows.append({"impl": "simclr_tf, native kernel gradients", "precision": precision,
                          "step_s": seconds, "views_per_s": views / seconds,
@@ -272,7 +270,7 @@ def bench_fit():
 
     import keras
 
-    from simclr_tf import train
+    from simclr_tf import sources, train
 
     class FitTimes(keras.callbacks.Callback):
         """Each step's end, and how long the end-of-loop work (the save) took."""
@@ -290,7 +288,6 @@ def bench_fit():
         def on_train_end(self, logs=None):
             self.train_end = time.perf_counter()
 
-    from simclr_tf import sources
     rows = []
     batch = _real_batch(FLAGS.batch)
     skip = FLAGS.warmup + _first_epoch_steps(
@@ -437,7 +434,7 @@ def _memory_worker(kind):
     if kind == "step":
         precision = FLAGS.precisions[0]
         batch = _real_batch(FLAGS.batch)
-        model, _ = _project_model(precision, FLAGS.width)
+        model, _ = _project_model(precision, FLAGS.width, FLAGS.matmul_kernel_grad)
         built = _peak_rss()
         for _ in range(3):
             model.train_on_batch(batch)
@@ -497,7 +494,7 @@ def bench_conv():
     import tensorflow as tf
 
     from simclr_tf import conv, losses
-    model, _ = _project_model("mixed_bfloat16", FLAGS.width)
+    model, _ = _project_model("mixed_bfloat16", FLAGS.width, FLAGS.matmul_kernel_grad)
     encoder = model.encoder
     convs = [l for l in encoder.layers if isinstance(l, keras.layers.Conv2D)]
     probe = keras.Model(encoder.input, [[l.input for l in convs], [l.output for l in convs],
