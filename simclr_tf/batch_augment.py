@@ -12,7 +12,11 @@ tests compare them image by image with the `tf.image` functions.
 
 The random values are drawn first (`colour_params`, crop boxes, flips) and the pixel
 arithmetic then reads them, so tests can redo each image with `tf.image` from the same
-values.
+values. That arithmetic (crop matmuls, jitter, grayscale) runs as one XLA-compiled
+function per view when `augment_jit_compile` is on (the default): XLA fuses its few
+dozen elementwise ops into a few passes over the batch, where TensorFlow's kernels make
+one pass per op. Under XLA the jitter is `color_jitter_selected` (static shapes),
+otherwise the partitioned `color_jitter`.
 
 `views_of_batch` needs images of one size (CIFAR, or any TFDS dataset with a fixed
 shape); for images of mixed sizes the pipeline crops image by image and applies only
@@ -154,6 +158,29 @@ def color_jitter(planes, factors, order, apply=None, version="v2"):
     return planes
 
 
+
+def color_jitter_selected(planes, factors, order, apply=None, version="v2"):
+    """`color_jitter` with static shapes, for XLA: at each of the 4 stages every op runs
+    on the whole batch and each image keeps the result of the op it takes next.
+
+    Four times the arithmetic, but XLA fuses each stage into one pass over memory, and
+    the batch needs no partitioning: 4.5 against 13.5 CPU ms per 256-image CIFAR view
+    in the pipeline. Without XLA it is about 3x slower than `color_jitter`
+    (BENCHMARKS.md, session 5).
+    """
+    ops = [lambda x, f: adjust_brightness(x, f, version), adjust_contrast, adjust_saturation,
+           adjust_hue]
+    op_of_image = tf.cast(order, tf.int32)
+    if apply is not None:
+        op_of_image = tf.where(apply[:, None], op_of_image, NUM_JITTER_OPS)  # 4: unchanged
+    for stage in range(NUM_JITTER_OPS):
+        out = planes
+        for k, op in enumerate(ops):
+            takes_k = tf.reshape(op_of_image[:, stage] == k, [-1, 1, 1])
+            out = tf.where(takes_k, tf.clip_by_value(op(planes, factors[k]), 0.0, 1.0), out)
+        planes = out
+    return planes
+
 def gaussian_blur(images, sigma, radius):
     """Separable blur with one sigma per image, zero padding (as `augment.gaussian_blur`).
 
@@ -208,24 +235,45 @@ def colour_params(batch, seed, config: AugmentConfig):
     return params
 
 
+def colour_planes(planes, params, config: AugmentConfig):
+    """Jitter and grayscale of [B, 3, H*W] planes with the drawn `params`."""
+    if "factors" in params:
+        jitter = color_jitter_selected if config.augment_jit_compile else color_jitter
+        planes = jitter(planes, params["factors"], params["order"], params["jitter"],
+                        config.jitter_version)
+    if "gray" in params:
+        planes = _where_per_image(params["gray"], _grayscale(planes), planes)
+    return planes
+
+
+def blur_images(images, params):
+    """The per-image Gaussian blur of [B, H, W, 3] images drawn in `params`, if any."""
+    if "blur" not in params:
+        return images
+    if images.shape[1] is None or images.shape[2] is None:
+        raise ValueError("the batched blur needs a static image size")
+    # The kernel size of augment.random_blur: a tenth of the side.
+    radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
+    blurred = tf.clip_by_value(gaussian_blur(images, params["sigma"], radius), 0.0, 1.0)
+    return _where_per_image(params["blur"], blurred, images)
+
+
+def _compiled(fn, config: AugmentConfig):
+    """`fn` compiled by XLA when `config.augment_jit_compile`: the pixel arithmetic is
+    a few dozen elementwise ops per view, which XLA fuses into a few passes over the
+    batch; TensorFlow's kernels make one pass per op (BENCHMARKS.md, session 5)."""
+    return tf.function(fn, jit_compile=True) if config.augment_jit_compile else fn
+
+
 def apply_colour(images, params, config: AugmentConfig):
     """Jitter, grayscale and blur of a [B, H, W, 3] batch with the drawn `params`."""
     if "factors" in params or "gray" in params:
-        planes = to_planes(images)
-        if "factors" in params:
-            planes = color_jitter(planes, params["factors"], params["order"],
-                                  params["jitter"], config.jitter_version)
-        if "gray" in params:
-            planes = _where_per_image(params["gray"], _grayscale(planes), planes)
-        images = from_planes(planes, tf.shape(images))
-    if "blur" in params:
-        if images.shape[1] is None or images.shape[2] is None:
-            raise ValueError("the batched blur needs a static image size")
-        # The kernel size of augment.random_blur: a tenth of the side.
-        radius = max(min(images.shape[1], images.shape[2]) // 10 // 2, 1)
-        blurred = tf.clip_by_value(gaussian_blur(images, params["sigma"], radius), 0.0, 1.0)
-        images = _where_per_image(params["blur"], blurred, images)
-    return images
+        def colour(images, params):
+            return from_planes(colour_planes(to_planes(images), params, config),
+                               tf.shape(images))
+
+        images = _compiled(colour, config)(images, params)
+    return blur_images(images, params)
 
 
 def colour_stage(images, seed, config: AugmentConfig):
@@ -293,25 +341,30 @@ def resize_matrices(start, length, full, out):
                      for k in range(4)])
 
 
-def crop_and_resize(images, boxes, size, flip=None):
-    """Bicubic crop-and-resize of every image to `size` x `size`, clipped to [0, 1].
+def crop_and_resize_planes(images, boxes, size, flip=None):
+    """Bicubic crop-and-resize of every [B, H, W, C] image to `size` x `size`, clipped
+    to [0, 1], as [B, C, size * size] planes.
 
     `flip` ([B] bool) mirrors those outputs left-right, for free: their column
     matrices are reversed.
     """
     top, left, crop_h, crop_w = boxes
-    rows = resize_matrices(top, crop_h, tf.shape(images)[1], size)
-    cols = resize_matrices(left, crop_w, tf.shape(images)[2], size)
+    shape = tf.shape(images)
+    rows = resize_matrices(top, crop_h, shape[1], size)
+    cols = resize_matrices(left, crop_w, shape[2], size)
     if flip is not None:
         cols = tf.where(_per_image(flip)[..., 0], tf.reverse(cols, axis=[1]), cols)
-    # rows @ image @ cols^T as two batched matmuls (faster here than one einsum).
+    # rows @ channel @ cols^T for every image and channel: two batched matmuls.
+    channels = tf.transpose(images, [0, 3, 1, 2])  # [B, C, H, W]
+    out = tf.matmul(tf.matmul(rows[:, None], channels), cols[:, None], transpose_b=True)
+    return tf.clip_by_value(tf.reshape(out, [shape[0], shape[3], size * size]), 0.0, 1.0)
+
+
+def crop_and_resize(images, boxes, size, flip=None):
+    """`crop_and_resize_planes` as [B, size, size, C] images."""
     shape = tf.shape(images)
-    batch, width, channels = shape[0], shape[2], shape[3]
-    out = tf.matmul(rows, tf.reshape(images, [batch, shape[1], -1]))  # [B, size, W*C]
-    out = tf.transpose(tf.reshape(out, [batch, size, width, channels]), [0, 2, 1, 3])
-    out = tf.matmul(cols, tf.reshape(out, [batch, width, -1]))  # [B, size, size*C]
-    out = tf.transpose(tf.reshape(out, [batch, size, size, channels]), [0, 2, 1, 3])
-    return tf.clip_by_value(out, 0.0, 1.0)
+    return from_planes(crop_and_resize_planes(images, boxes, size, flip),
+                       [shape[0], size, size, shape[3]])
 
 
 def to_float_images(images):
@@ -330,10 +383,16 @@ def view_of_batch(images, seed, size, config: AugmentConfig):
     else:
         zeros = tf.zeros([batch], tf.int32)
         boxes = [zeros, zeros, zeros + shape[1], zeros + shape[2]]
-    flip = _coin(batch, seeds[1], 0.5) if config.flip else None
+    flip = _coin(batch, seeds[1], 0.5) if config.flip else tf.zeros([batch], tf.bool)
     colour = colour_params(batch, seeds[2], config)
-    images = crop_and_resize(images, boxes, size, flip)
-    images = apply_colour(images, colour, config)
+
+    def pixels(images, boxes, flip, colour):
+        planes = colour_planes(crop_and_resize_planes(images, boxes, size, flip), colour,
+                               config)
+        return from_planes(planes, [tf.shape(images)[0], size, size, 3])
+
+    images = _compiled(pixels, config)(images, boxes, flip, colour)
+    images = blur_images(images, colour)
     return tf.ensure_shape(images, [None, size, size, 3])
 
 

@@ -47,6 +47,9 @@ class AugmentConfig:
     # ops); images of mixed sizes are cropped one by one first. Off, or with any
     # ablation transform on, every view is made image by image (augment.py).
     batched_augment: bool = True
+    # The batched views' pixel arithmetic compiled by XLA (fused ops; the random values
+    # are drawn outside it, so both settings give the same views up to rounding).
+    augment_jit_compile: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

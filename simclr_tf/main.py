@@ -82,6 +82,8 @@ HELP = {
     "color_drop_prob": "Ablation: probability of colour drop.",
     "batched_augment": "Make the views over whole batches (same distribution, far fewer ops; "
                        "mixed-size images are cropped one by one first). Off: image by image.",
+    "augment_jit_compile": "Compile the batched views' pixel arithmetic with XLA (same "
+                           "views up to rounding, about half the input pipeline's CPU).",
     "loss": "nt_xent, nt_logistic or margin_triplet.",
     "temperature": "Contrastive temperature.",
     "hidden_norm": "L2-normalise projections before the loss.",

@@ -43,14 +43,19 @@ def test_each_op_equals_tf_image_on_every_image(images):
             np.testing.assert_allclose(batched[i], reference(images[i], values[i]), atol=2e-5)
 
 
-def test_jitter_applies_each_image_its_own_order_with_clipping():
+@pytest.mark.parametrize("jitter", [
+    batch_augment.color_jitter,
+    batch_augment.color_jitter_selected,
+    tf.function(batch_augment.color_jitter_selected, jit_compile=True),
+], ids=["partitioned", "selected", "selected_xla"])
+def test_jitter_applies_each_image_its_own_order_with_clipping(jitter):
     images = _images(5, seed=3)
     factors = tf.constant([[1.6, 0.5, 1.3, 0.4, 1.0],     # brightness (v2 factor)
                            [0.3, 1.7, 1.5, 0.6, 1.1],     # contrast
                            [1.8, 0.2, 0.9, 1.4, 0.5],     # saturation
                            [0.1, -0.15, 0.2, -0.2, 0.0]])  # hue
     order = tf.constant([[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1], [0, 2, 1, 3]])
-    out = _on_planes(batch_augment.color_jitter, images, factors, order)
+    out = _on_planes(jitter, images, factors, order)
     ops = [lambda x, f: x * f, tf.image.adjust_contrast, tf.image.adjust_saturation,
            tf.image.adjust_hue]
     for i in range(5):
@@ -145,11 +150,11 @@ class _ArraySource:
         return len(self.images)
 
 
-@pytest.mark.parametrize("batched", [True, False])
-def test_pretrain_pipeline_gives_views_of_the_same_shape_either_way(batched):
+@pytest.mark.parametrize("batched, compiled", [(True, True), (True, False), (False, False)])
+def test_pretrain_pipeline_gives_views_of_the_same_shape_either_way(batched, compiled):
     images = np.random.default_rng(0).integers(0, 256, [12, 16, 16, 3], dtype=np.uint8)
     data = DataConfig(image_size=16, shuffle_buffer=4, deterministic=True)
-    aug = AugmentConfig(batched_augment=batched)
+    aug = AugmentConfig(batched_augment=batched, augment_jit_compile=compiled)
     first = [next(iter(pipeline.pretrain_dataset(_ArraySource(images), "train", data, aug, 4)))
              for _ in range(2)]
     assert set(first[0]) == {"view1", "view2", "label"}
@@ -222,12 +227,14 @@ def test_two_views_of_a_uint8_batch():
     assert not np.allclose(v1, v2)
 
 
-def test_view_equals_tf_image_ops_image_by_image():
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "no_xla"])
+def test_view_equals_tf_image_ops_image_by_image(compiled):
     """Each image's crop, resize, flip, jitter in its order, grayscale and blur redone
     with tf.image's per-image ops from the drawn values."""
     n, size, out_size = 24, 16, 12
     images = _images(n, size=size, seed=8)
-    config = AugmentConfig()  # jitter 0.8 (strength 1), grayscale 0.2, blur 0.5
+    # jitter 0.8 (strength 1), grayscale 0.2, blur 0.5
+    config = AugmentConfig(augment_jit_compile=compiled)
     seed = tf.constant([6, 1], tf.int64)
     view = batch_augment.view_of_batch(images, seed, out_size, config).numpy()
 
@@ -254,3 +261,35 @@ def test_view_equals_tf_image_ops_image_by_image():
         if colour["blur"][i]:
             x = tf.clip_by_value(augment.gaussian_blur(x, colour["sigma"][i], 3), 0.0, 1.0)
         np.testing.assert_allclose(view[i], x, atol=5e-5, err_msg=f"image {i}")
+
+
+def _xla_compiled_calls(fn, *args):
+    """Names of the functions that `fn`'s graph calls with XLA's must-compile mark."""
+    graph = tf.function(fn).get_concrete_function(*args).graph.as_graph_def()
+    return [f.signature.name for f in graph.library.function
+            if f.attr["_XlaMustCompile"].b]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_pixel_arithmetic_is_compiled_by_xla_only_when_asked(compiled):
+    images = tf.TensorSpec([4, 8, 8, 3], tf.uint8)
+    config = AugmentConfig(augment_jit_compile=compiled)
+    calls = _xla_compiled_calls(
+        lambda x: batch_augment.two_views_of_batch(x, tf.constant([1, 2]), 8, config), images)
+    assert len(calls) == (2 if compiled else 0)  # one per view
+    floats = tf.TensorSpec([4, 8, 8, 3], tf.float32)
+    calls = _xla_compiled_calls(
+        lambda x: batch_augment.colour_stage(x, tf.constant([1, 2]), config), floats)
+    assert len(calls) == (1 if compiled else 0)
+
+
+def test_compiled_and_plain_views_agree():
+    """Same seed, same drawn values: the XLA and TensorFlow arithmetic give the same
+    views up to float rounding, on CIFAR-sized batches."""
+    images = tf.cast(_images(64, size=32, seed=12) * 255, tf.uint8)
+    views = [batch_augment.two_views_of_batch(
+        images, tf.constant([5, 5]), 32, AugmentConfig(color_jitter_strength=0.5,
+                                                       augment_jit_compile=c))
+        for c in (True, False)]
+    for xla, plain in zip(*views):
+        np.testing.assert_allclose(xla, plain, atol=5e-5)

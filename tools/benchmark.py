@@ -59,6 +59,8 @@ flags.DEFINE_integer("torch_threads", 2, "Threads for the PyTorch baseline.")
 flags.DEFINE_integer("devices", 1, "Logical CPU devices; > 1 runs the project step and fit "
                      "under MirroredStrategy across them.")
 flags.DEFINE_bool("batched_augment", True, "Views made per batch (else image by image).")
+flags.DEFINE_bool("augment_jit_compile", True,
+                  "The batched views' pixel arithmetic compiled by XLA.")
 flags.DEFINE_bool("matmul_kernel_grad", True, "Project model: bf16 kernel gradients of small "
                   "conv outputs as one patch matmul (simclr_tf.conv).")
 flags.DEFINE_bool("compare_kernel_grad", False, "step: also time the project's bf16 step "
@@ -117,7 +119,8 @@ def _augment():
     """The CIFAR recipes' augmentation (colour strength 0.5, no blur)."""
     from simclr_tf.config import AugmentConfig
     return AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0,
-                         batched_augment=FLAGS.batched_augment)
+                         batched_augment=FLAGS.batched_augment,
+                         augment_jit_compile=FLAGS.augment_jit_compile)
 
 
 def _real_batch(batch):
@@ -299,7 +302,7 @@ def bench_fit():
             for round_ in range(1, FLAGS.rounds + 1):
                 config = _cifar_config("pretrain", model_dir, precision,
                                        train_steps=round_ * block, checkpoint_steps=block,
-                                       summary_steps=10, jit_compile=FLAGS.xla,
+                                       jit_compile=FLAGS.xla,
                                        eval_steps=1, knn_bank_size=256, strategy="default")
                 times = FitTimes()
                 model, _ = train.run(config, extra_callbacks=[times])
