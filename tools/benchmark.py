@@ -33,6 +33,7 @@ input and fit also leave the first pass over the data untimed (--after_first_epo
 
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -68,7 +69,7 @@ flags.DEFINE_bool("compare_kernel_grad", False, "step: also time the project's b
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_integer("repeats", 15, "Timed steps.")
 flags.DEFINE_integer("rounds", 3, "fit: alternating rounds of the training path and the "
-                     "step alone.")
+                     "step alone (each --warmup + --repeats steps), within one run.")
 flags.DEFINE_bool("after_first_epoch", True, "input/fit: time only after one pass over the "
                   "training split, when the recipes' in-memory cache serves decoded images "
                   "(as in every epoch of a run but the first); else the first pass, with "
@@ -261,65 +262,103 @@ def _first_epoch_steps(source):
     return source.num_examples("train") // FLAGS.batch if FLAGS.after_first_epoch else 0
 
 
+def _interleaved_times(batch, skip, steps_per_loop):
+    import keras
+
+    class InterleavedTimes(keras.callbacks.Callback):
+        """Times the training path's steps and, after every --repeats timed ones, the
+        same model's step alone on one batch in memory, all inside one `fit`. Switching
+        every few seconds, both meet the same machine state (a VM's speed can drift by
+        +-10% over minutes), and the first pass over the data is paid once."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen, self.in_round, self.last_end = 0, 0, None
+            self.fit_s, self.step_s, self.boundary_s = [[]], [], []
+
+        def on_train_begin(self, logs=None):
+            self.last_end = time.perf_counter()
+
+        def on_train_batch_end(self, step, logs=None):
+            now = time.perf_counter()
+            interval, self.last_end = now - self.last_end, now
+            self.seen += 1
+            if self.seen <= skip or self.done:
+                return
+            self.in_round += 1
+            if step == 0:  # also holds the previous loop's end: its summaries and save
+                self.boundary_s.append(interval)
+            elif self.in_round > FLAGS.warmup:  # the prefetch buffer settles first
+                self.fit_s[-1].append(interval)
+            # Never between a loop's last step and its save: that interval is timed.
+            if len(self.fit_s[-1]) >= FLAGS.repeats and step != steps_per_loop - 1:
+                self.step_s.append(self._step_alone())
+                self.in_round = 0
+                if not self.done:
+                    self.fit_s.append([])
+                self.last_end = time.perf_counter()
+
+        @property
+        def done(self):
+            return len(self.step_s) == FLAGS.rounds
+
+        def _step_alone(self):
+            # The optimizer's step count drives the schedule, summaries, checkpoints
+            # and the stop; the in-memory steps must not advance it.
+            iterations = self.model.optimizer.iterations
+            before = iterations.numpy()
+            seconds = _time_steps(lambda: self.model.train_on_batch(batch), statistics.mean)
+            iterations.assign(before)
+            return seconds
+
+    return InterleavedTimes()
+
+
 def bench_fit():
-    """The real training path (`train.run`: input pipeline, step, summaries, checkpoint)
-    against the same compiled model's step on one batch in memory, in --rounds
-    alternating rounds so that the machine's drift (about +-10% over minutes here)
-    hits both alike. Each round resumes the run from the previous round's checkpoint;
-    the save's time is spread over --checkpoint_steps steps, as in a recipe. Each round
-    pretrains a new pipeline, so with --after_first_epoch its first pass over the data
-    (decoding into the cache) is untimed warm-up."""
+    """The real training path (`train.run`: input pipeline, step, TensorBoard
+    summaries, checkpoints every --checkpoint_steps) against the same compiled model's
+    step on one batch in memory, alternating --rounds times within one run. The steps
+    that end a checkpoint loop (summaries, save) are timed apart and their extra time
+    is spread over the loop's steps. With --after_first_epoch the first pass over the
+    data is untimed warm-up."""
     import tempfile
 
     import keras
 
     from simclr_tf import sources, train
 
-    class FitTimes(keras.callbacks.Callback):
-        """Each step's end, and how long the end-of-loop work (the save) took."""
-
-        def __init__(self):
-            super().__init__()
-            self.step_ends, self.loop_end, self.train_end = [], None, None
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.step_ends.append(time.perf_counter())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.loop_end = time.perf_counter()
-
-        def on_train_end(self, logs=None):
-            self.train_end = time.perf_counter()
-
     rows = []
     batch = _real_batch(FLAGS.batch)
+    loop = FLAGS.checkpoint_steps
     skip = FLAGS.warmup + _first_epoch_steps(
         sources.open_source("cifar10", FLAGS.data_dir, download=False))
-    block = skip + FLAGS.repeats
+    # Timed and settling steps, one deferral per round, one loop boundary per loop.
+    needed = skip + FLAGS.rounds * (FLAGS.warmup + FLAGS.repeats + 1)
+    total = needed + math.ceil(needed / loop) + 1
     for precision in FLAGS.precisions:
-        fit_s, save_s, step_s = [], [], []
+        times = _interleaved_times(batch, skip, loop)
         with tempfile.TemporaryDirectory() as model_dir:
-            for round_ in range(1, FLAGS.rounds + 1):
-                config = _cifar_config("pretrain", model_dir, precision,
-                                       train_steps=round_ * block, checkpoint_steps=block,
-                                       jit_compile=FLAGS.xla,
-                                       eval_steps=1, knn_bank_size=256, strategy="default")
-                times = FitTimes()
-                model, _ = train.run(config, extra_callbacks=[times])
-                ends = times.step_ends
-                fit_s.append((ends[-1] - ends[skip - 1]) / FLAGS.repeats)
-                save_s.append(times.train_end - times.loop_end)
-                step_s.append(_time_steps(lambda: model.train_on_batch(batch), statistics.mean))
-                keras.mixed_precision.set_global_policy("float32")
-        per_round = [s / (f + c / FLAGS.checkpoint_steps)
-                     for f, c, s in zip(fit_s, save_s, step_s)]
-        fit_mean = statistics.mean(fit_s) + statistics.mean(save_s) / FLAGS.checkpoint_steps
-        rows.append({"impl": "simclr_tf fit", "precision": precision, "step_s": fit_mean,
-                     "fit_step_s_per_round": fit_s, "checkpoint_save_s_per_round": save_s,
-                     "step_alone_s_per_round": step_s, "fit_vs_step_per_round": per_round,
-                     "views_per_s": 2 * FLAGS.batch / fit_mean,
-                     "images_per_s": FLAGS.batch / fit_mean,
-                     "step_alone_s": statistics.mean(step_s),
+            config = _cifar_config("pretrain", model_dir, precision, train_steps=total,
+                                   checkpoint_steps=loop, jit_compile=FLAGS.xla,
+                                   eval_steps=1, knn_bank_size=256, strategy="default")
+            train.run(config, extra_callbacks=[times])
+        keras.mixed_precision.set_global_policy("float32")
+        if not times.done:
+            raise RuntimeError(f"fit ended after {len(times.step_s)} of {FLAGS.rounds} rounds")
+        fit_mean = statistics.mean(x for r in times.fit_s for x in r)
+        # A loop's end costs its boundary step's extra time once per `loop` steps.
+        loop_end_s = (statistics.mean(times.boundary_s) - fit_mean
+                      if times.boundary_s else 0.0)
+        fit_s = [statistics.mean(r) + loop_end_s / loop for r in times.fit_s]
+        per_round = [s / f for f, s in zip(fit_s, times.step_s)]
+        fit_step = statistics.mean(fit_s)
+        rows.append({"impl": "simclr_tf fit", "precision": precision, "step_s": fit_step,
+                     "fit_step_s_per_round": fit_s, "loop_end_extra_s": loop_end_s,
+                     "loop_ends_timed": len(times.boundary_s),
+                     "step_alone_s_per_round": times.step_s, "fit_vs_step_per_round": per_round,
+                     "views_per_s": 2 * FLAGS.batch / fit_step,
+                     "images_per_s": FLAGS.batch / fit_step,
+                     "step_alone_s": statistics.mean(times.step_s),
                      "fit_vs_step": statistics.median(per_round)})
     return rows
 
@@ -612,7 +651,10 @@ def main(argv):
                 "xla": FLAGS.xla, "devices": FLAGS.devices, "steps": FLAGS.steps,
                 "seed": FLAGS.seed, "eval_precision": FLAGS.eval_precision,
                 "warmup": FLAGS.warmup, "repeats": FLAGS.repeats, "rounds": FLAGS.rounds,
-                "after_first_epoch": FLAGS.after_first_epoch}
+                "after_first_epoch": FLAGS.after_first_epoch,
+                "batched_augment": FLAGS.batched_augment,
+                "augment_jit_compile": FLAGS.augment_jit_compile,
+                "matmul_kernel_grad": FLAGS.matmul_kernel_grad}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
               "date": datetime.date.today().isoformat(), "rows": rows}
     print(json.dumps(result, indent=2))
