@@ -15,8 +15,9 @@ step:   the compiled train step alone on one real batch held in memory, for the 
         native kernel gradient (simclr_tf.conv's matmul path off).
 input:  the tf.data augmentation pipeline alone; views/s and CPU ms per batch.
 fit:    the real training path (pipeline + step + summaries + checkpoints), views/s, and
-        the same compiled model's step alone, in alternating rounds, for fit / step
-        (mean step times: the summary steps count).
+        the same compiled model's step alone, alternating --rounds times within one run,
+        for fit / step (mean step times: the summary steps count; the checkpoint loops'
+        end steps are timed apart and spread over --checkpoint_steps).
 budget: pretrain for --budget_minutes of wall clock (schedule sized from a measured step
         time) or exactly --steps, per precision in --precisions; then kNN (k=200, cosine)
         and linear-eval accuracy on the CIFAR-10 test split (in --eval_precision if given);
