@@ -17,7 +17,9 @@ input:  the tf.data augmentation pipeline alone; views/s and CPU ms per batch.
 fit:    the real training path (pipeline + step + summaries + checkpoints), views/s, and
         the same compiled model's step alone, alternating --rounds times within one run,
         for fit / step (mean step times: the summary steps count; the checkpoint loops'
-        end steps are timed apart and spread over --checkpoint_steps).
+        end steps are timed apart and spread over --checkpoint_steps). Also the time
+        per step outside the compiled function (Keras loop, callbacks) and how busy
+        each phase keeps the cores.
 budget: pretrain for --budget_minutes of wall clock (schedule sized from a measured step
         time) or exactly --steps, per precision in --precisions; then kNN (k=200, cosine)
         and linear-eval accuracy on the CIFAR-10 test split (in --eval_precision if given);
@@ -263,6 +265,36 @@ def _first_epoch_steps(source):
     return source.num_examples("train") // FLAGS.batch if FLAGS.after_first_epoch else 0
 
 
+def _bootstrap_interval(values, statistic=statistics.median, level=0.9, draws=2000):
+    """A percentile bootstrap interval of `statistic` over `values` (seeded, so a
+    report is reproducible from its JSON)."""
+    import random
+    rng = random.Random(0)
+    stats = sorted(statistic(rng.choices(values, k=len(values))) for _ in range(draws))
+    tail = (1 - level) / 2
+    return stats[int(tail * draws)], stats[min(draws - 1, int((1 - tail) * draws))]
+
+
+class _CpuShare:
+    """This process's CPU time over the wall time of the timed phases, per core: how
+    busy a phase keeps the machine (1.0: every core all the time)."""
+
+    def __init__(self):
+        self.cpu_s = self.wall_s = 0.0
+        self._mark = time.process_time()
+
+    def mark(self):
+        self._mark = time.process_time()
+
+    def add(self, wall_s):
+        self.cpu_s += time.process_time() - self._mark
+        self.wall_s += wall_s
+
+    @property
+    def share(self):
+        return self.cpu_s / self.wall_s / (os.cpu_count() or 1) if self.wall_s else 0.0
+
+
 def _interleaved_times(batch, skip, steps_per_loop):
     import keras
 
@@ -276,9 +308,26 @@ def _interleaved_times(batch, skip, steps_per_loop):
             super().__init__()
             self.seen, self.in_round, self.last_end = 0, 0, None
             self.fit_s, self.step_s, self.boundary_s = [[]], [], []
+            self.inside_s, self.call_s = [], 0.0
+            self.fit_cpu, self.step_cpu = _CpuShare(), _CpuShare()
 
         def on_train_begin(self, logs=None):
             self.last_end = time.perf_counter()
+            self._time_train_function()
+
+        def _time_train_function(self):
+            # Time inside the compiled function (step, and the wait for its batch)
+            # apart from the Keras loop and callbacks around it.
+            function = self.model.train_function
+
+            def timed(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return function(*args, **kwargs)
+                finally:
+                    self.call_s = time.perf_counter() - start
+
+            self.model.train_function = timed
 
         def on_train_batch_end(self, step, logs=None):
             now = time.perf_counter()
@@ -291,13 +340,20 @@ def _interleaved_times(batch, skip, steps_per_loop):
                 self.boundary_s.append(interval)
             elif self.in_round > FLAGS.warmup:  # the prefetch buffer settles first
                 self.fit_s[-1].append(interval)
+                self.inside_s.append(self.call_s)
+                self.fit_cpu.add(interval)
+            self.fit_cpu.mark()
             # Never between a loop's last step and its save: that interval is timed.
             if len(self.fit_s[-1]) >= FLAGS.repeats and step != steps_per_loop - 1:
+                start = time.perf_counter()
+                self.step_cpu.mark()
                 self.step_s.append(self._step_alone())
+                self.step_cpu.add(time.perf_counter() - start)
                 self.in_round = 0
                 if not self.done:
                     self.fit_s.append([])
                 self.last_end = time.perf_counter()
+                self.fit_cpu.mark()
 
         @property
         def done(self):
@@ -360,7 +416,12 @@ def bench_fit():
                      "views_per_s": 2 * FLAGS.batch / fit_step,
                      "images_per_s": FLAGS.batch / fit_step,
                      "step_alone_s": statistics.mean(times.step_s),
-                     "fit_vs_step": statistics.median(per_round)})
+                     "fit_vs_step": statistics.median(per_round),
+                     "fit_vs_step_90pct": _bootstrap_interval(per_round),
+                     "fit_vs_step_of_means": statistics.mean(times.step_s) / fit_step,
+                     "outside_function_s": fit_mean - statistics.mean(times.inside_s),
+                     "cpu_share_fit": times.fit_cpu.share,
+                     "cpu_share_step_alone": times.step_cpu.share})
     return rows
 
 
@@ -601,12 +662,21 @@ _TABLES = {
                          f"{r['cpu_ms_per_batch']:.1f}"]),
     "fit": (["impl", "precision", "images/s", "views/s",
              "fit step s (mean, incl. checkpoint share)", "step alone s (mean)",
-             "fit / step per round", "fit / step (median)"],
+             "fit / step per round", "fit / step (median; 90% bootstrap interval)",
+             "fit / step (of means)",
+             "outside compiled fn ms per step", "CPU busy: fit / step alone"],
             lambda r: [r["impl"], r["precision"], f"{r['images_per_s']:.1f}",
                        f"{r['views_per_s']:.1f}", f"{r['step_s']:.3f}",
                        f"{r['step_alone_s']:.3f}",
                        ", ".join(f"{x:.2f}" for x in r["fit_vs_step_per_round"]),
-                       f"{r['fit_vs_step']:.2f}"]),
+                       f"{r['fit_vs_step']:.2f}" + (
+                           " ({:.2f}-{:.2f})".format(*r["fit_vs_step_90pct"])
+                           if "fit_vs_step_90pct" in r else ""),
+                       _optional(r, "fit_vs_step_of_means", ".3f"),
+                       f"{r['outside_function_s'] * 1e3:.1f}"
+                       if "outside_function_s" in r else "-",
+                       f"{r['cpu_share_fit']:.0%} / {r['cpu_share_step_alone']:.0%}"
+                       if "cpu_share_fit" in r else "-"]),
     "budget": (["encoder", "precision", "evaluated in", "pretrain steps",
                 "pretrain job s (incl. build, kNN)", "kNN acc", "linear eval acc"],
                lambda r: [r["impl"], r["precision"], r["eval_precision"],
