@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -268,7 +269,6 @@ def _first_epoch_steps(source):
 def _bootstrap_interval(values, statistic=statistics.median, level=0.9, draws=2000):
     """A percentile bootstrap interval of `statistic` over `values` (seeded, so a
     report is reproducible from its JSON)."""
-    import random
     rng = random.Random(0)
     stats = sorted(statistic(rng.choices(values, k=len(values))) for _ in range(draws))
     tail = (1 - level) / 2
