@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 MODES = ("pretrain", "linear_eval", "finetune", "supervised", "eval", "export")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("lars", "momentum", "adam")
 LR_SCALINGS = ("linear", "sqrt", "none")
 PROJ_HEAD_MODES = ("nonlinear", "linear", "none")
@@ -116,7 +116,7 @@ class RunConfig:
     strategy: str = "default"
     num_logical_devices: int = 0
     tpu: Optional[str] = None
-    precision: str = "float32"
+    precision: str = "auto"  # hardware.py: bf16 only where it is native
     jit_compile: bool = False
     eval_steps: int = 0  # 0: the whole eval split.
     knn_every_epochs: float = 0.0

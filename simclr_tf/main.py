@@ -27,7 +27,9 @@ HELP = {
     "num_logical_devices": "Use this many local devices; on a CPU-only host, split the CPU "
                            "into that many logical devices (for testing).",
     "tpu": "TPU address for --strategy=tpu.",
-    "precision": "float32, mixed_bfloat16 or mixed_float16.",
+    "precision": "auto (bf16 where the hardware runs it natively: AVX-512 BF16 or AMX "
+                 "CPUs, GPUs of compute capability 8.0+, TPUs; float16 on older tensor-core "
+                 "GPUs; else float32), float32, mixed_bfloat16 or mixed_float16.",
     "jit_compile": "Compile the train step with XLA.",
     "eval_steps": "Eval batches to use (0: the whole eval split).",
     "knn_every_epochs": "Run the kNN monitor every this many epochs while pretraining (0: "
@@ -56,9 +58,10 @@ HELP = {
     "cifar_stem": "3x3 stride-1 stem without max-pool (default: when image_size <= 32).",
     "sync_bn": "Synchronise batch-norm statistics across replicas (global BN).",
     "bn_momentum": "Batch-norm moving-average momentum.",
-    "matmul_kernel_grad": "In bf16, compute a conv's kernel gradient as one matmul over "
-                          "patches where that measured faster on CPU (small outputs: a "
-                          "ResNet's last stage on 32 px images).",
+    "matmul_kernel_grad": "In bf16 on a CPU with AVX-512 BF16 and no AMX (where it was "
+                          "measured to pay), compute a conv's kernel gradient as one matmul "
+                          "over patches for small outputs (a ResNet's last stage on 32 px "
+                          "images). Off everywhere else whatever this says.",
     "proj_head_mode": "nonlinear, linear or none.",
     "num_proj_layers": "Layers of the nonlinear projection head (v1: 2, v2: 3).",
     "proj_out_dim": "Output width of the projection head.",

@@ -5,6 +5,7 @@ fed with `distribute_datasets_from_function`. Results are written to
 `model_dir/results.json` atomically; the resolved config to `model_dir/config.json`.
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -15,8 +16,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import (builders, callbacks, distributed, evaluation, model as models,
-                       optimizers, pipeline, schedules, sources)
+from simclr_tf import (builders, callbacks, distributed, evaluation, hardware,
+                       model as models, optimizers, pipeline, schedules, sources)
 from simclr_tf.config import Config, ConfigError
 
 SUMMARY_DIR = "logs"
@@ -218,18 +219,44 @@ def setup(config: Config):
     return strategy, source
 
 
+def for_hardware(config: Config, hw=None):
+    """The config with `--precision=auto` and the CPU speed rules resolved for `hw`
+    (default: this machine), and the record of what was chosen and why."""
+    hw = hardware.detect(config.run.strategy) if hw is None else hw
+    resolved = hardware.resolve(config.run.precision, config.model.matmul_kernel_grad, hw)
+    config = dataclasses.replace(
+        config, run=dataclasses.replace(config.run, precision=resolved["precision"]),
+        model=dataclasses.replace(config.model,
+                                  matmul_kernel_grad=resolved["matmul_kernel_grad"]))
+    return config, resolved
+
+
 def run(config: Config, extra_callbacks=()):
     """The main job; returns (model, results) and writes results.json.
 
     `extra_callbacks` are added to `fit` (e.g. a timing callback in tools/benchmark.py).
+    The global Keras precision policy is restored on return.
     """
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _run(config, extra_callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _run(config: Config, extra_callbacks):
     start = time.time()
+    requested = json.loads(config.to_json())
+    config, resolved = for_hardware(config)
+    logging.info("Precision %s (%s)", resolved["precision"], resolved["precision_reason"])
     strategy, source = setup(config)
     r = config.run
     chief = distributed.is_chief(strategy)
     if chief:
         tf.io.gfile.makedirs(r.model_dir)
-        write_json_atomic(os.path.join(r.model_dir, "config.json"), json.loads(config.to_json()))
+        # As asked (so a rerun on other hardware resolves afresh), plus what was used.
+        write_json_atomic(os.path.join(r.model_dir, "config.json"),
+                          {**requested, "resolved": resolved})
     logging.info("%s on %s with %d replica(s)", r.mode, source.name,
                  strategy.num_replicas_in_sync)
     if r.mode == "pretrain":

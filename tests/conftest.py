@@ -9,6 +9,8 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+import simclr_tf  # noqa: E402,F401  (before TensorFlow: it may turn oneDNN on)
 import tensorflow as tf  # noqa: E402
 
 NUM_LOGICAL_CPUS = 4
@@ -20,6 +22,19 @@ SHARED_TFDS = pathlib.Path(os.environ.get("SIMCLR_TEST_TFDS_DIR",
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(NUM_LOGICAL_CPUS)])
+
+
+def _bf16_kernels_run_here():
+    from simclr_tf import hardware
+    return not hardware.detect("one_device").bf16_blocked
+
+
+# bf16 tests need bf16 kernels: emulated ones are fine (the tests are tiny), but under
+# ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 on a CPU that has bf16, TensorFlow's bf16
+# kernels fail to build (simclr_tf.hardware.Hardware.bf16_blocked).
+requires_bf16_kernels = pytest.mark.skipif(
+    not _bf16_kernels_run_here(),
+    reason="bf16 kernels cannot run under this ONEDNN_MAX_CPU_ISA on this CPU")
 
 
 def cpu_devices(n):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import requires_bf16_kernels
 from simclr_tf.batch_norm import FusedBatchNormalization
 
 EPS = 1e-5
@@ -62,6 +63,7 @@ def test_inference_uses_the_moving_statistics():
     assert layer.beta is None
 
 
+@requires_bf16_kernels
 def test_bfloat16_matches_keras_layer_and_keeps_float32_statistics():
     x = tf.random.stateless_normal([8, 4, 4, 6], seed=[1, 2]) * 3.0 + 1.0
     policy = keras.DTypePolicy("mixed_bfloat16")

@@ -47,7 +47,8 @@ def test_loss_at_global_batch_8192_holds_less_than_one_logits_matrix():
     matrix_bytes = (2 * n) ** 2 * 4  # one float32 2N x 2N matrix: 1 GiB
     blockwise = _peak_increase(n, "blockwise")
     assert blockwise["peak_increase"] < matrix_bytes, blockwise
-    # The measurement can see a matrix: forming the whole matrix costs several.
+    # The measurement can see a matrix: the dense loss must hold its whole 2N x 2N
+    # logits at once (how many more copies it makes depends on the CPU's kernels).
     dense = _peak_increase(n, "dense")
-    assert dense["peak_increase"] > 2 * matrix_bytes, dense
+    assert dense["peak_increase"] > matrix_bytes, dense
     assert abs(dense["loss"] - blockwise["loss"]) < 1e-3 * abs(dense["loss"])
