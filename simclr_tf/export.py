@@ -15,6 +15,7 @@ One directory serves both uses:
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from simclr_tf import augment, builders, callbacks
@@ -102,19 +103,25 @@ def _run_config(model_dir):
 
 
 def export_from_config(config):
-    """Exports the latest checkpoint of `config.run.model_dir` (any kind of run)."""
+    """Exports the latest checkpoint of `config.run.model_dir` (any kind of run), in
+    float32 whatever the run trained in, so the SavedModel serves on any hardware."""
     model_dir = config.run.model_dir
     run_config = _run_config(model_dir)
     checkpoint = tf.train.latest_checkpoint(model_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {model_dir}")
     names = {name.split("/")[0] for name, _ in tf.train.list_variables(checkpoint)}
-    if run_config.run.mode == "pretrain":
-        num_classes = (_checkpoint_classes(checkpoint, "probe") if "probe" in names else 0)
-        model = builders.pretrain_model(run_config, num_classes)
-    else:
-        model = builders.classifier_model(run_config,
-                                          _checkpoint_classes(checkpoint, "linear_head"))
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        if run_config.run.mode == "pretrain":
+            num_classes = _checkpoint_classes(checkpoint, "probe") if "probe" in names else 0
+            model = builders.pretrain_model(run_config, num_classes)
+        else:
+            model = builders.classifier_model(run_config,
+                                              _checkpoint_classes(checkpoint, "linear_head"))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     parts = {k: v for k, v in builders.checkpoint_items(model).items() if k != "optimizer"}
     callbacks.restore_parts(parts, checkpoint)
     export_dir = config.run.export_dir or os.path.join(model_dir, "export")

@@ -33,9 +33,18 @@ ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE"
 _ONEDNN_ALIASES = {"AVX512_CORE_FP16": "AVX10_1_512", "AVX512_CORE_AMX": "AVX10_1_512_AMX",
                    "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16"}
 # The lowest oneDNN limit at which each CPU feature is used.
-_FEATURE_ISA = {"avx512_bf16": "AVX512_CORE_BF16", "amx_bf16": "AVX10_1_512_AMX"}
+_FEATURE_ISA = {"avx_vnni": "AVX2_VNNI", "avx512_vnni": "AVX512_CORE_VNNI",
+                "avx512_bf16": "AVX512_CORE_BF16", "amx_tile": "AVX10_1_512_AMX",
+                "amx_int8": "AVX10_1_512_AMX", "amx_bf16": "AVX10_1_512_AMX"}
+# CPU features with which TensorFlow turns oneDNN on by itself (TF 2.9 release notes:
+# "CPUs with neural-network-focused hardware features such as AVX512_VNNI, AVX512_BF16,
+# AMX").
+_TF_ONEDNN_FEATURES = ("avx_vnni", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                       "amx_bf16")
 # Ratings of the CPU flags benchmark tables record.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+# Whether `use_onednn_on_avx2` changed TensorFlow's default in this process.
+onednn_set_by_package = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,12 @@ class Hardware:
     @property
     def native_bf16_cpu(self):
         return self.cpu_has("avx512_bf16") or self.cpu_has("amx_bf16")
+
+    @property
+    def tf_onednn_default(self):
+        """TensorFlow turns oneDNN on by itself on this kind of CPU (under an ISA limit:
+        on the kind of CPU the limit stands for)."""
+        return any(self.cpu_has(f) for f in _TF_ONEDNN_FEATURES)
 
     @property
     def bf16_blocked(self):
@@ -116,15 +131,21 @@ def read_cpuinfo(path="/proc/cpuinfo"):
 
 
 def use_onednn_on_avx2(environ=None, cpuinfo_path="/proc/cpuinfo"):
-    """Turns TensorFlow's oneDNN kernels on for an AVX2 + FMA CPU, where TensorFlow
-    leaves them off; must run before TensorFlow is imported. Returns whether it did."""
-    environ = os.environ if environ is None else environ
+    """Turns TensorFlow's oneDNN kernels on for an AVX2 + FMA CPU where TensorFlow leaves
+    them off (no VNNI, BF16 or AMX; or ONEDNN_MAX_CPU_ISA stands for such a CPU); must run
+    before TensorFlow is imported. Returns whether it did."""
+    global onednn_set_by_package
+    process = environ is None
+    environ = os.environ if process else environ
     if "TF_ENABLE_ONEDNN_OPTS" in environ:
         return False
     _, cpu_flags = read_cpuinfo(cpuinfo_path)
-    if not {"avx2", "fma"} <= cpu_flags:
+    limit = environ.get("ONEDNN_MAX_CPU_ISA") or None
+    hw = Hardware(cpu_flags=cpu_flags, onednn_max_isa=limit.upper() if limit else None)
+    if not {"avx2", "fma"} <= cpu_flags or hw.tf_onednn_default:
         return False
     environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    onednn_set_by_package = onednn_set_by_package or process
     return True
 
 

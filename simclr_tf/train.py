@@ -35,6 +35,9 @@ def _compile(model, config: Config, total_steps, steps_per_epoch):
     o = config.optim
     peak = schedules.scaled_learning_rate(o.learning_rate, config.data.batch_size, o.lr_scaling)
     warmup = int(round(o.warmup_epochs * steps_per_epoch))
+    if warmup >= total_steps:
+        logging.warning("Warmup (%d steps) is not shorter than the run (%d steps): the "
+                        "learning rate never starts its cosine decay", warmup, total_steps)
     schedule = schedules.warmup_cosine(peak, warmup, total_steps)
     optimizer = optimizers.build_optimizer(o.optimizer, schedule, o.momentum, o.weight_decay,
                                            models.no_decay_variables(model))

@@ -136,6 +136,9 @@ def test_onednn_turned_on_for_avx2_unless_the_user_chose(tmp_path):
         return changed, environ
 
     assert environ_after(ZEN3, {}) == (True, {"TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert environ_after(ZEN4, {}) == (False, {})  # TensorFlow's own default is on
+    # Held to AVX2, a Zen 4 stands for a Zen 3: the rule applies as there.
+    assert environ_after(ZEN4, {"ONEDNN_MAX_CPU_ISA": "AVX2"})[1]["TF_ENABLE_ONEDNN_OPTS"] == "1"
     assert environ_after(ZEN3, {"TF_ENABLE_ONEDNN_OPTS": "0"}) == (
         False, {"TF_ENABLE_ONEDNN_OPTS": "0"})
     assert environ_after(frozenset({"sse4_2", "avx"}), {}) == (False, {})  # no AVX2 kernels

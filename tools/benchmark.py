@@ -38,7 +38,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -55,7 +54,9 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory holding cifar10.")
 flags.DEFINE_integer("depth", 18, "ResNet depth (project model).")
 flags.DEFINE_float("width", 1.0, "Width multiplier.")
 flags.DEFINE_integer("batch", 256, "Global batch size (images; 2 views each).")
-flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to compare.")
+flags.DEFINE_list("precisions", ["auto", "float32", "mixed_bfloat16"],
+                  "Precisions to compare; auto is what a run picks here (duplicates and "
+                  "bf16 that cannot run here are dropped).")
 flags.DEFINE_bool("xla", False, "jit_compile the train steps.")
 flags.DEFINE_bool("baseline", True, "Also time the plain Keras baseline (step).")
 flags.DEFINE_bool("torch_baseline", True,
@@ -67,7 +68,8 @@ flags.DEFINE_bool("batched_augment", True, "Views made per batch (else image by 
 flags.DEFINE_bool("augment_jit_compile", True,
                   "The batched views' pixel arithmetic compiled by XLA.")
 flags.DEFINE_bool("matmul_kernel_grad", True, "Project model: bf16 kernel gradients of small "
-                  "conv outputs as one patch matmul (simclr_tf.conv).")
+                  "conv outputs as one patch matmul (simclr_tf.conv), where a run would "
+                  "use it (hardware.matmul_kernel_grad_applies).")
 flags.DEFINE_bool("compare_kernel_grad", False, "step: also time the project's bf16 step "
                   "with --nomatmul_kernel_grad.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
@@ -93,17 +95,62 @@ flags.DEFINE_integer("loss_batch", 8192, "memory: global batch of the loss measu
 flags.DEFINE_string("memory_worker", None, "Internal: the one measurement a `memory` "
                     "subprocess makes.")
 flags.DEFINE_string("output", None, "Write the JSON result here too.")
-flags.DEFINE_bool("append", True, "Append a row to BENCHMARKS.md.")
+flags.DEFINE_bool("append", False, "Append the table to BENCHMARKS.md's history.")
+
+
+def _hardware():
+    from simclr_tf import hardware
+    return hardware.detect("one_device")
 
 
 def _machine():
-    cpu = platform.processor() or platform.machine()
+    """One line: cores, CPU model and kind, and the oneDNN settings in force."""
+    hw = _hardware().describe()
+    line = f"{hw['cores']} cores, {hw['cpu_model']} ({hw['cpu_kind']})"
+    if hw["onednn_max_cpu_isa"]:
+        line += f", ONEDNN_MAX_CPU_ISA={hw['onednn_max_cpu_isa']}"
+    if hw["tf_enable_onednn_opts"] is not None:
+        line += f", TF_ENABLE_ONEDNN_OPTS={hw['tf_enable_onednn_opts']}"
+    return line
+
+
+def _cpu_mhz():
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores, {cpu}"
+            return next(float(l.split(":", 1)[1]) for l in f if l.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def fma_peak_gflops():
+    """float32 FMA peak of all cores: two 256-bit FMA pipes a core (Zen 3; Zen 4, whose
+    AVX-512 runs as 256-bit halves; any CPU under AVX2 kernels), at the nominal clock."""
+    mhz = _cpu_mhz()
+    return (os.cpu_count() or 1) * mhz * 1e-3 * 2 * 8 * 2 if mhz else None
+
+
+def _precisions():
+    """--precisions resolved on this machine ("auto" -> its choice), deduplicated; bf16
+    left out where its kernels cannot run (hardware.Hardware.bf16_blocked)."""
+    from simclr_tf import hardware
+    hw, chosen = _hardware(), []
+    for asked in FLAGS.precisions:
+        precision = hardware.auto_precision(hw)[0] if asked == "auto" else asked
+        if precision == "mixed_bfloat16" and hw.bf16_blocked:
+            print(f"{asked}: bf16 kernels cannot run under ONEDNN_MAX_CPU_ISA="
+                  f"{hw.onednn_max_isa} on this CPU; skipped", file=sys.stderr)
+            continue
+        label = f"auto ({precision})" if asked == "auto" else precision
+        if precision not in [p for _, p in chosen]:
+            chosen.append((label, precision))
+    return chosen
+
+
+def _kernel_grad(precision):
+    """--matmul_kernel_grad as a run resolves it on this machine."""
+    from simclr_tf import hardware
+    return hardware.resolve(precision, FLAGS.matmul_kernel_grad,
+                            _hardware())["matmul_kernel_grad"]
 
 
 def forward_flops(encoder):
@@ -173,70 +220,96 @@ def _strategy():
     return distributed.make_strategy("default", num_devices=FLAGS.devices)
 
 
-def _torch_rows(batch):
-    """The PyTorch baseline in its own process (its thread pool never meets TF's)."""
+def _baseline_process(script, batch, precisions, env=None, extra=()):
+    """Runs a baseline script on the batch in its own process; its JSON lines."""
     import subprocess
     import tempfile
 
     import numpy as np
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "batch.npz")
+        np.savez(path, view1=batch["view1"].numpy(), view2=batch["view2"].numpy())
+        out = subprocess.run(
+            [sys.executable, os.path.join(REPO, "tools", script), path,
+             f"--width={FLAGS.width}", f"--warmup={FLAGS.warmup}",
+             f"--repeats={FLAGS.repeats}", f"--precisions={','.join(precisions)}", *extra],
+            check=True, capture_output=True, text=True, env=env).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _row(impl, precision, seconds, flops=None):
+    row = {"impl": impl, "precision": precision, "step_s": seconds,
+           "views_per_s": 2 * FLAGS.batch / seconds, "images_per_s": FLAGS.batch / seconds}
+    if flops:
+        row["gflops_per_s"] = 3 * flops * 2 * FLAGS.batch / seconds / 1e9
+        peak = fma_peak_gflops()
+        if peak and precision == "float32":
+            row["fma_peak_share"] = row["gflops_per_s"] / peak
+    return row
+
+
+def _torch_rows(batch):
+    """The PyTorch baseline in its own process (its thread pool never meets TF's);
+    bf16 autocast only where bf16 is native (emulated, it is many times slower)."""
     try:
         import torch  # noqa: F401
     except ImportError:
         print("torch is not installed: PyTorch baseline skipped "
               "(pip install torch==2.13.0)", file=sys.stderr)
         return []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "batch.npz")
-        np.savez(path, view1=batch["view1"].numpy(), view2=batch["view2"].numpy())
-        out = subprocess.run(
-            [sys.executable, os.path.join(REPO, "tools", "plain_torch_simclr.py"), path,
-             f"--width={FLAGS.width}", f"--threads={FLAGS.torch_threads}",
-             f"--warmup={FLAGS.warmup}", f"--repeats={FLAGS.repeats}"],
-            check=True, capture_output=True, text=True).stdout
-    rows = []
-    for line in out.splitlines():
-        r = json.loads(line)
-        rows.append({"impl": "plain_pytorch", "precision": r["precision"],
-                     "step_s": r["step_s"], "views_per_s": 2 * FLAGS.batch / r["step_s"],
-                     "images_per_s": FLAGS.batch / r["step_s"]})
-    return rows
+    precisions = ["float32"] + (["bf16_autocast"] if _hardware().native_bf16_cpu else [])
+    return [_row("plain_pytorch", r["precision"], r["step_s"])
+            for r in _baseline_process("plain_torch_simclr.py", batch, precisions,
+                                       extra=[f"--threads={FLAGS.torch_threads}"])]
+
+
+def _plain_keras_defaults_rows(batch):
+    """Plain Keras as a user gets it: TensorFlow's defaults, in its own process, where
+    this process runs with the package's TF_ENABLE_ONEDNN_OPTS (AVX2 CPUs)."""
+    from simclr_tf import hardware
+    if not hardware.onednn_set_by_package:
+        return []
+    # TensorFlow's own choice for this kind of CPU (under ONEDNN_MAX_CPU_ISA, for the
+    # kind the limit stands for, which a CPU's own flags would not tell TensorFlow).
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if _hardware().tf_onednn_default else "0")
+    return [_row("plain_keras, TF defaults", r["precision"], r["step_s"])
+            for r in _baseline_process("plain_keras_simclr.py", batch, ["float32"], env)]
 
 
 def bench_step():
     import keras
-    import tensorflow as tf
 
     import plain_keras_simclr
     batch = _real_batch(FLAGS.batch)
-    views = 2 * FLAGS.batch
     rows = []
-    for precision in FLAGS.precisions:
-        model, flops = _project_model(precision, FLAGS.width, FLAGS.matmul_kernel_grad)
-        seconds = _time_steps(lambda: model.train_on_batch(batch))
-        rows.append({"impl": "simclr_tf", "precision": precision, "step_s": seconds,
-                     "views_per_s": views / seconds, "images_per_s": FLAGS.batch / seconds,
-                     "gflops_per_s": 3 * flops * views / seconds / 1e9,
-                     "forward_gflops_per_view": flops / 1e9})
-        if FLAGS.compare_kernel_grad and precision == "mixed_bfloat16":
+    for label, precision in _precisions():
+        kernel_grad = _kernel_grad(precision)
+        model, flops = _project_model(precision, FLAGS.width, kernel_grad)
+        rows.append(_row("simclr_tf", label, _time_steps(lambda: model.train_on_batch(batch)),
+                         flops))
+        if FLAGS.compare_kernel_grad and kernel_grad:
             model, _ = _project_model(precision, FLAGS.width, False)
-            seconds = _time_steps(lambda: model.train_on_batch(batch))
-            rows.append({"impl": "simclr_tf, native kernel gradients", "precision": precision,
-                         "step_s": seconds, "views_per_s": views / seconds,
-                         "images_per_s": FLAGS.batch / seconds,
-                         "gflops_per_s": 3 * flops * views / seconds / 1e9})
+            rows.append(_row("simclr_tf, native kernel gradients", label,
+                             _time_steps(lambda: model.train_on_batch(batch)), flops))
         if FLAGS.baseline:
             keras.mixed_precision.set_global_policy(precision)
             plain = plain_keras_simclr.build(FLAGS.width, 32, FLAGS.xla)
-            seconds = _time_steps(lambda: plain.train_on_batch(batch["view1"], batch["view2"]))
-            rows.append({"impl": "plain_keras", "precision": precision, "step_s": seconds,
-                         "views_per_s": views / seconds, "images_per_s": FLAGS.batch / seconds})
+            rows.append(_row("plain_keras", precision, _time_steps(
+                lambda: plain.train_on_batch(batch["view1"], batch["view2"]))))
         keras.mixed_precision.set_global_policy("float32")
+    if FLAGS.baseline:
+        rows += _plain_keras_defaults_rows(batch)
     if FLAGS.torch_baseline:
         rows += _torch_rows(batch)
-    for key, impl, precision in (("vs_plain_keras_float32", "plain_keras", "float32"),
-                                 ("vs_pytorch_bf16", "plain_pytorch", "bf16_autocast")):
-        base = next((r for r in rows if r["impl"] == impl and r["precision"] == precision),
-                    None)
+    # Ratios against what a user would otherwise run: plain Keras with TensorFlow's
+    # defaults (its own process where they differ from ours), plain PyTorch.
+    references = {"vs_plain_keras_float32": ("plain_keras, TF defaults", "plain_keras"),
+                  "vs_pytorch_float32": ("plain_pytorch",),
+                  "vs_pytorch_bf16": ("plain_pytorch",)}
+    for key, impls in references.items():
+        precision = "bf16_autocast" if key.endswith("bf16") else "float32"
+        base = next((r for impl in impls for r in rows
+                     if r["impl"] == impl and r["precision"] == precision), None)
         for r in rows if base else []:
             r[key] = base["step_s"] / r["step_s"]
     return rows
@@ -395,7 +468,7 @@ def bench_fit():
     # Timed and settling steps, one deferral per round, one loop boundary per loop.
     needed = skip + FLAGS.rounds * (FLAGS.warmup + FLAGS.repeats + 1)
     total = needed + math.ceil(needed / loop) + 1
-    for precision in FLAGS.precisions:
+    for label, precision in _precisions():
         times = _interleaved_times(batch, skip, loop)
         with tempfile.TemporaryDirectory() as model_dir:
             config = _cifar_config("pretrain", model_dir, precision, train_steps=total,
@@ -412,7 +485,7 @@ def bench_fit():
         fit_s = [statistics.mean(r) + loop_end_s / loop for r in times.fit_s]
         per_round = [s / f for f, s in zip(fit_s, times.step_s)]
         fit_step = statistics.mean(fit_s)
-        rows.append({"impl": "simclr_tf fit", "precision": precision, "step_s": fit_step,
+        rows.append({"impl": "simclr_tf fit", "precision": label, "step_s": fit_step,
                      "fit_step_s_per_round": fit_s, "loop_end_extra_s": loop_end_s,
                      "loop_ends_timed": len(times.boundary_s),
                      "step_alone_s_per_round": times.step_s, "fit_vs_step_per_round": per_round,
@@ -427,7 +500,7 @@ def bench_fit():
     return rows
 
 
-def _cifar_config(mode, model_dir, precision, **run):
+def _cifar_config(mode, model_dir, precision, warmup_epochs=1.0, **run):
     from simclr_tf.config import (Config, DataConfig, LossConfig, ModelConfig,
                                   OptimConfig, RunConfig)
     linear = mode == "linear_eval"
@@ -443,7 +516,14 @@ def _cifar_config(mode, model_dir, precision, **run):
         loss=LossConfig(temperature=0.5),
         optim=(OptimConfig(optimizer="momentum", learning_rate=0.1, warmup_epochs=0,
                            weight_decay=0.0) if linear else
-               OptimConfig(learning_rate=1.0, warmup_epochs=1.0, weight_decay=1e-4)))
+               OptimConfig(learning_rate=1.0, warmup_epochs=warmup_epochs,
+                           weight_decay=1e-4)))
+
+
+def _budget_warmup_epochs(steps):
+    """One epoch of warmup (the CPU recipe's), but at most a tenth of the budgeted steps,
+    so a slow machine's short budget still completes its warmup and cosine decay."""
+    return min(1.0, 0.1 * steps * FLAGS.batch / 50000)
 
 
 def bench_budget():
@@ -456,17 +536,18 @@ def bench_budget():
     from simclr_tf import train
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        for precision in FLAGS.precisions:
+        for label, precision in _precisions():
             steps = FLAGS.steps or _budget_steps(root, precision)
             keras.mixed_precision.set_global_policy("float32")
             start = time.perf_counter()
             _, pre = train.run(_cifar_config("pretrain", f"{root}/pre_{precision}", precision,
+                                             warmup_epochs=_budget_warmup_epochs(steps),
                                              train_steps=steps))
             pretrain_s = time.perf_counter() - start
             init = f"{root}/pre_{precision}"
             evaluated_in = FLAGS.eval_precision or precision
             knn = pre["knn_acc"] if evaluated_in == precision else _knn(root, evaluated_in, init)
-            rows.append({"impl": "simclr_tf budget, pretrained", "precision": precision,
+            rows.append({"impl": "simclr_tf budget, pretrained", "precision": label,
                          "eval_precision": evaluated_in, "knn_acc": knn,
                          "pretrain_steps": steps, "pretrain_s": pretrain_s,
                          "images_per_s": steps * FLAGS.batch / pretrain_s,
@@ -474,7 +555,7 @@ def bench_budget():
                                                          f"lin_{precision}")})
         if FLAGS.random_init:
             # The same kNN and linear evaluation of an untrained encoder.
-            precision = FLAGS.eval_precision or FLAGS.precisions[0]
+            precision = FLAGS.eval_precision or _precisions()[0][1]
             rows.append({"impl": "simclr_tf budget, random init", "precision": precision,
                          "eval_precision": precision, "knn_acc": _knn(root, precision, None),
                          "linear_eval_acc": _linear_eval(root, precision, None, "lin_random")})
@@ -538,9 +619,9 @@ def _memory_worker(kind):
     """One measurement in a fresh process, so ru_maxrss is its own peak."""
     import tensorflow as tf
     if kind == "step":
-        precision = FLAGS.precisions[0]
+        precision = _precisions()[0][1]
         batch = _real_batch(FLAGS.batch)
-        model, _ = _project_model(precision, FLAGS.width, FLAGS.matmul_kernel_grad)
+        model, _ = _project_model(precision, FLAGS.width, _kernel_grad(precision))
         built = _peak_rss()
         for _ in range(3):
             model.train_on_batch(batch)
@@ -580,7 +661,7 @@ def bench_memory():
     """Peak RSS of a train step, and of the loss at a large global batch (subprocesses)."""
     import subprocess
     rows = []
-    jobs = [("step", [f"--precisions={p}"]) for p in FLAGS.precisions]
+    jobs = [("step", [f"--precisions={p}"]) for _, p in _precisions()]
     jobs += [("loss_blockwise", []), ("loss_dense", [])]
     for kind, extra in jobs:
         out = subprocess.run(
@@ -600,7 +681,7 @@ def bench_conv():
     import tensorflow as tf
 
     from simclr_tf import conv, losses
-    model, _ = _project_model("mixed_bfloat16", FLAGS.width, FLAGS.matmul_kernel_grad)
+    model, _ = _project_model("mixed_bfloat16", FLAGS.width, True)
     encoder = model.encoder
     convs = [l for l in encoder.layers if isinstance(l, keras.layers.Conv2D)]
     probe = keras.Model(encoder.input, [[l.input for l in convs], [l.output for l in convs],
@@ -653,11 +734,14 @@ def _optional(r, key, fmt, suffix="", scale=1):
 # mode -> (the table's columns, one result row's cells)
 _TABLES = {
     "step": (["impl", "precision", "images/s", "views/s", "step s", "GFLOP/s",
-              "vs plain Keras fp32", "vs PyTorch bf16"],
+              "share of fp32 FMA peak", "vs plain Keras fp32", "vs PyTorch fp32",
+              "vs PyTorch bf16"],
              lambda r: [r["impl"], r.get("precision", "-"), f"{r['images_per_s']:.1f}",
                         f"{r['views_per_s']:.1f}", _optional(r, "step_s", ".3f"),
                         _optional(r, "gflops_per_s", ".0f"),
+                        _optional(r, "fma_peak_share", ".0%"),
                         _optional(r, "vs_plain_keras_float32", ".2f", "x"),
+                        _optional(r, "vs_pytorch_float32", ".2f", "x"),
                         _optional(r, "vs_pytorch_bf16", ".2f", "x")]),
     "input": (["impl", "images/s", "views/s", "CPU ms per batch"],
               lambda r: [r["impl"], f"{r['images_per_s']:.1f}", f"{r['views_per_s']:.1f}",
@@ -695,9 +779,19 @@ _TABLES = {
 }
 
 
+def _commit():
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def _append_markdown(mode, rows, command):
     columns, cells = _TABLES[mode]
-    lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_machine()}\n",
+    lines = [f"\n### `{mode}` - {datetime.date.today().isoformat()} - {_commit()} - "
+             f"{_machine()}\n",
              f"Command: `{command}`\n",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
@@ -728,7 +822,8 @@ def main(argv):
                 "augment_jit_compile": FLAGS.augment_jit_compile,
                 "matmul_kernel_grad": FLAGS.matmul_kernel_grad}
     result = {"mode": mode, "settings": settings, "machine": _machine(),
-              "date": datetime.date.today().isoformat(), "rows": rows}
+              "hardware": _hardware().describe(), "fma_peak_gflops": fma_peak_gflops(),
+              "commit": _commit(), "date": datetime.date.today().isoformat(), "rows": rows}
     print(json.dumps(result, indent=2))
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:

@@ -2,10 +2,23 @@
 
 The side-by-side baseline for `tools/benchmark.py step`: the straightforward way to
 write SimCLR in Keras 3 (functional ResNet-18 with CIFAR stem, 2-layer head, NT-Xent,
-momentum SGD), so the project's own step can be compared in the same process.
+momentum SGD). `benchmark.py` builds it in its own process (same TensorFlow settings)
+and, where the project changed TensorFlow's defaults (oneDNN on an AVX2 CPU), also runs
+it as a script with TensorFlow's defaults, as a user would get them:
+
+  python tools/plain_keras_simclr.py BATCH.npz --width=0.25 --warmup=4 --repeats=10
+
+BATCH.npz holds `view1` and `view2` [n, h, w, 3] float32 (real augmented images).
+Prints one JSON line per precision: {"precision", "step_s"}.
 """
 
+import argparse
+import json
+import statistics
+import time
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -64,3 +77,31 @@ def build(width=1.0, size=32, jit_compile=False):
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), jit_compile=jit_compile)
     model(tf.zeros([1, size, size, 3]))
     return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("batch_npz")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--precisions", default="float32")
+    args = parser.parse_args()
+    data = np.load(args.batch_npz)
+    view1, view2 = tf.constant(data["view1"]), tf.constant(data["view2"])
+    for precision in args.precisions.split(","):
+        keras.mixed_precision.set_global_policy(precision)
+        model = build(args.width, view1.shape[1])
+        for _ in range(args.warmup):
+            model.train_on_batch(view1, view2)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            model.train_on_batch(view1, view2)
+            times.append(time.perf_counter() - start)
+        print(json.dumps({"precision": precision, "step_s": statistics.median(times)}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
