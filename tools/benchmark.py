@@ -237,13 +237,14 @@ def _baseline_process(script, batch, precisions, env=None, extra=()):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def _row(impl, precision, seconds, flops=None):
+def _row(impl, precision, seconds, flops=None, computed_in=None):
+    """`precision` labels the row; `computed_in` (default: the same) is the policy."""
     row = {"impl": impl, "precision": precision, "step_s": seconds,
            "views_per_s": 2 * FLAGS.batch / seconds, "images_per_s": FLAGS.batch / seconds}
     if flops:
         row["gflops_per_s"] = 3 * flops * 2 * FLAGS.batch / seconds / 1e9
         peak = fma_peak_gflops()
-        if peak and precision == "float32":
+        if peak and (computed_in or precision) == "float32":
             row["fma_peak_share"] = row["gflops_per_s"] / peak
     return row
 
@@ -286,7 +287,7 @@ def bench_step():
         kernel_grad = _kernel_grad(precision)
         model, flops = _project_model(precision, FLAGS.width, kernel_grad)
         rows.append(_row("simclr_tf", label, _time_steps(lambda: model.train_on_batch(batch)),
-                         flops))
+                         flops, precision))
         if FLAGS.compare_kernel_grad and kernel_grad:
             model, _ = _project_model(precision, FLAGS.width, False)
             rows.append(_row("simclr_tf, native kernel gradients", label,
