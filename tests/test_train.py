@@ -138,3 +138,22 @@ def test_seed_sets_weight_initialisation(cifar_data_dir, tmp_path):
         np.testing.assert_array_equal(a, b)
     kernels = [(a, b) for a, b in zip(first, other) if a.ndim == 4]
     assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
+
+
+def test_auto_precision_is_this_machines_choice_and_recorded(tmp_path, cifar_data_dir):
+    from simclr_tf import hardware
+    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=2,
+                         precision="auto")
+    model, _ = train.run(config)
+    expected, reason = hardware.auto_precision(hardware.detect("one_device"))
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["run"]["precision"] == "auto"  # as asked: a rerun elsewhere re-decides
+    assert recorded["resolved"]["precision"] == expected
+    assert recorded["resolved"]["precision_reason"] == f"auto: {reason}"
+    assert recorded["resolved"]["hardware"]["cpu_kind"] in ("AVX2", "AVX-512 BF16",
+                                                            "AVX-512 BF16 + AMX",
+                                                            "other x86/ARM")
+    assert model.encoder.compute_dtype == (expected.split("_")[1]
+                                           if expected.startswith("mixed") else "float32")
+    import keras
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
