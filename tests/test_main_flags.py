@@ -51,6 +51,16 @@ def test_flags_reach_the_config():
     (["--grayscale_prob=1.5"], "--grayscale_prob"),
     (["--proj_head_mode=linear", "--ft_proj_selector=2"], "--ft_proj_selector"),
     (["--area_range=0.9,0.1"], "--area_range"),
+    (["--aspect_range=0,1.3"], "--aspect_range"),
+    (["--knn_temperature=0"], "--knn_temperature"),
+    (["--knn_bank_size=0"], "--knn_bank_size"),
+    (["--eval_steps=-1"], "--eval_steps"),
+    (["--summary_steps=0"], "--summary_steps"),
+    (["--train_steps=-5"], "--train_steps"),
+    (["--shuffle_buffer=0"], "--shuffle_buffer"),
+    (["--color_jitter_strength=-0.5"], "--color_jitter_strength"),
+    (["--bn_momentum=1"], "--bn_momentum"),
+    (["--bn_momentum=0"], "--bn_momentum"),
 ])
 def test_bad_values_are_rejected_with_a_reason(args, message):
     with pytest.raises(cfg.ConfigError, match=message):
