@@ -92,11 +92,12 @@ class DataConfig:
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: Optional[str] = "test"  # None (--eval_split=): no evaluation
     image_size: int = 32
     batch_size: int = 256
     eval_batch_size: int = 256
     label_fraction: float = 1.0
+    label_subset: Optional[str] = None  # file of example ids, one per line
     seed: int = 0
     deterministic: bool = False
     cache: bool = False

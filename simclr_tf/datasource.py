@@ -1,13 +1,17 @@
 """The common shape of every data source, and the one error type users see.
 
-A source yields `{"image": uint8 [H, W, 3], "label": int64}` (label -1 when the data
-has none) and knows its split sizes and class count, so the pipeline, the models and
-the CLI never care whether it reads TFDS, an image folder or TFRecord files.
+A source yields `{"image": uint8 [H, W, 3], "label": int64, "id": string}` (label -1
+when the data has none) and knows its split sizes and class count, so the pipeline, the
+models and the CLI never care whether it reads TFDS, an image folder or TFRecord files.
+`id` names the example whatever order it is read in (a file path, a TFDS file name or
+id, a TFRecord's `image/filename` or file:index), so label subsets and worker shards
+are chosen by identity, never by position in a pipeline that may reorder.
 """
 
 import dataclasses
 from typing import Callable, Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -39,9 +43,11 @@ class Source:
     name: str
     num_classes: int  # 0 when unlabeled
     split_sizes: Mapping[str, int]
-    # (split, shuffle_files) -> dataset of {"image", "label"}
+    # (split, shuffle_files) -> dataset of {"image", "label", "id"}
     load_fn: Callable[[str, bool], tf.data.Dataset]
     skipped: Optional[SkipCounter] = None  # sources that decode files count failures
+    # split -> dataset of (id, label) without decoding images; None: read load_fn's
+    index_fn: Optional[Callable[[str], tf.data.Dataset]] = None
 
     def check_split(self, split):
         if split not in self.split_sizes:
@@ -51,6 +57,18 @@ class Source:
     def load(self, split, shuffle_files=False):
         self.check_split(split)
         return self.load_fn(split, shuffle_files)
+
+    def index(self, split):
+        """(ids as str, labels int64) of every example of a split, in storage order."""
+        self.check_split(split)
+        ds = (self.index_fn(split) if self.index_fn is not None else
+              self.load_fn(split, False).map(lambda ex: (ex["id"], ex["label"])))
+        ids, labels = [], []
+        for batch_ids, batch_labels in ds.batch(8192):
+            ids.extend(i.decode() for i in batch_ids.numpy())
+            labels.append(batch_labels.numpy())
+        return (np.array(ids, dtype=object),
+                np.concatenate(labels) if labels else np.zeros([0], np.int64))
 
     def num_examples(self, split):
         self.check_split(split)

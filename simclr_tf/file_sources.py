@@ -7,6 +7,8 @@ Folder layout: images anywhere below the root (unlabeled), or one sub-folder per
 TFRecord feature spec (written by `tools/images_to_tfrecord.py`):
   image/encoded      bytes   JPEG/PNG/BMP/GIF file contents        (required)
   image/class/label  int64   class index; absent or -1 = unlabeled (optional)
+  image/filename     bytes   the example's id; absent: `file:index` (optional)
+Folder examples are identified by their path relative to the split's root.
 A spec may contain `{split}`, e.g. `tfrecord:/data/{split}-*.tfrecord`; without it
 the files form split `train`. Class count: the largest label + 1, read once at open.
 """
@@ -22,6 +24,7 @@ SPLIT_DIRS = ("train", "test", "val", "validation")
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 
 
@@ -35,8 +38,9 @@ def _load_image(item, is_path):
     return decode(tf.io.read_file(item) if is_path else item)
 
 
-def decode_skipping_errors(item, label, counter, is_path=False):
-    """One element per input: the decoded image, or none if decoding fails (counted).
+def decode_skipping_errors(item, fields, counter, is_path=False):
+    """One element per input: the decoded image with `fields` (label, id), or none if
+    decoding fails (counted).
 
     With `is_path`, reading happens here too, so a file deleted mid-run is skipped
     like a corrupt one.
@@ -48,17 +52,18 @@ def decode_skipping_errors(item, label, counter, is_path=False):
     first = good.concatenate(bad).take(1)
     return (first.map(lambda image, ok: (image, ok, counter.count(ok)))
             .filter(lambda image, ok, _: ok)
-            .map(lambda image, ok, _: {"image": image, "label": label}))
+            .map(lambda image, ok, _: {"image": image, **fields}))
 
 
 def _decoded(records, strict, counter, is_path=False):
-    """(contents or path, label) records -> {"image", "label"}, decoded in parallel."""
+    """(contents or path, {"label", "id"}) records -> {"image", "label", "id"}, decoded
+    in parallel."""
     if strict:
-        return records.map(lambda x, y: {"image": _load_image(x, is_path), "label": y},
+        return records.map(lambda x, fields: {"image": _load_image(x, is_path), **fields},
                            num_parallel_calls=tf.data.AUTOTUNE)
-    return records.interleave(lambda x, y: decode_skipping_errors(x, y, counter, is_path),
-                              cycle_length=16, block_length=1,
-                              num_parallel_calls=tf.data.AUTOTUNE)
+    return records.interleave(
+        lambda x, fields: decode_skipping_errors(x, fields, counter, is_path),
+        cycle_length=16, block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 # --- Folders ------------------------------------------------------------------------
@@ -112,13 +117,22 @@ def folder_source(root, strict=False):
 
     def load(split, shuffle_files):
         paths, labels = listing[split]
-        records = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int64)))
+        records = tf.data.Dataset.from_tensor_slices(
+            (paths, {"label": tf.constant(labels, tf.int64), "id": tf.constant(ids_of(split))}))
         if shuffle_files:
             records = records.shuffle(len(paths), reshuffle_each_iteration=True)
         return _decoded(records, strict, counter, is_path=True)
 
+    def ids_of(split):
+        return [os.path.relpath(p, split_roots[split]).replace(os.sep, "/")
+                for p in listing[split][0]]
+
+    def index(split):
+        return tf.data.Dataset.from_tensor_slices(
+            (ids_of(split), tf.constant(listing[split][1], tf.int64)))
+
     sizes = {split: len(paths) for split, (paths, _) in listing.items()}
-    return Source(f"folder:{root}", len(classes or []), sizes, load, counter)
+    return Source(f"folder:{root}", len(classes or []), sizes, load, counter, index)
 
 
 # --- TFRecords ----------------------------------------------------------------------
@@ -138,9 +152,14 @@ def tfrecord_source(pattern, strict=False):
     if not splits:
         raise DataError(f"no TFRecord files match {pattern}")
 
-    def parse(serialized):
+    def parse(path, index, serialized):
         example = tf.io.parse_single_example(serialized, FEATURES)
-        return example["image/encoded"], example["image/class/label"]
+        fallback = tf.strings.join([tf.strings.split(path, "/")[-1], ":",
+                                    tf.strings.as_string(index)])
+        name = example["image/filename"]
+        return example["image/encoded"], {
+            "label": example["image/class/label"],
+            "id": tf.where(tf.strings.length(name) > 0, name, fallback)}
 
     # One pass over the labels (not the images) to size splits and count classes.
     sizes, max_label = {}, -1
@@ -159,13 +178,20 @@ def tfrecord_source(pattern, strict=False):
         sizes[split] = count
     counter = SkipCounter()
 
-    def load(split, shuffle_files):
+    def records(split, shuffle_files):
         files = tf.data.Dataset.from_tensor_slices(splits[split])
         if shuffle_files:
             files = files.shuffle(len(splits[split]))
-        records = files.interleave(tf.data.TFRecordDataset, cycle_length=8,
-                                   num_parallel_calls=tf.data.AUTOTUNE)
-        return _decoded(records.map(parse, num_parallel_calls=tf.data.AUTOTUNE), strict,
-                        counter)
+        return files.interleave(
+            lambda path: tf.data.TFRecordDataset(path).enumerate().map(
+                lambda i, s: (path, i, s)),
+            cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE).map(
+                parse, num_parallel_calls=tf.data.AUTOTUNE)
 
-    return Source(f"tfrecord:{pattern}", max_label + 1, sizes, load, counter)
+    def load(split, shuffle_files):
+        return _decoded(records(split, shuffle_files), strict, counter)
+
+    def index(split):
+        return records(split, False).map(lambda _, fields: (fields["id"], fields["label"]))
+
+    return Source(f"tfrecord:{pattern}", max_label + 1, sizes, load, counter, index)

@@ -28,40 +28,86 @@ def _options(deterministic):
     return options
 
 
-def class_balanced_subset(labels, fraction, seed):
-    """Sorted indices of `fraction` of each class (at least one), chosen by `seed`."""
-    labels = np.asarray(labels)
+def class_balanced_subset(ids, labels, fraction, seed):
+    """Sorted ids of `fraction` of each class (at least one), chosen by `seed`.
+
+    Chosen from the examples sorted by id, so the same data and seed give the same
+    subset whatever order the source lists them in.
+    """
+    ids, labels = np.asarray(ids), np.asarray(labels)
     if not 0 < fraction <= 1:
         raise ValueError(f"label_fraction must be in (0, 1], got {fraction}")
     if np.any(labels < 0):
         raise DataError("label_fraction needs labeled data, but some examples have no label")
+    order = np.argsort(ids, kind="stable")
+    ids, labels = ids[order], labels[order]
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         count = max(1, int(round(fraction * len(members))))
-        chosen.append(rng.permutation(members)[:count])
+        chosen.append(ids[rng.permutation(members)[:count]])
     return np.sort(np.concatenate(chosen))
 
 
-def read_labels(source, split):
-    """All labels of a split, in the source's fixed order."""
-    ds = source.load(split).map(lambda ex: ex["label"], num_parallel_calls=AUTOTUNE)
-    batches = [b.numpy() for b in ds.batch(8192)]
-    return np.concatenate(batches) if batches else np.zeros([0], np.int64)
+def read_ids_and_labels(source, split):
+    """(ids as str, labels) of every example of a split (no image is decoded where the
+    source can help it)."""
+    return source.index(split)
 
 
-def _examples(source, split, data: DataConfig, ctx, subset=None, train=True, limit=0):
+def read_subset_file(path):
+    """Ids listed one per line (blank lines and `#` comments skipped); the format of the
+    SimCLR ImageNet 1%/10% files. A line may be a path: its last component is the id
+    when the source names examples by file name."""
+    with tf.io.gfile.GFile(path) as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    ids = sorted({line for line in lines if line})
+    if not ids:
+        raise DataError(f"label subset file {path} lists no examples")
+    return np.array(ids, dtype=object)
+
+
+def write_subset_file(path, ids):
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write("".join(f"{i}\n" for i in ids))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def match_subset(subset, all_ids):
+    """The subset's ids as the split names them; a DataError naming what is missing.
+    Ids may match whole or by file name (the last path component)."""
+    known = set(all_ids)
+    by_name = {}
+    for i in all_ids:
+        by_name.setdefault(i.rsplit("/", 1)[-1], []).append(i)
+    matched, missing = [], []
+    for wanted in subset:
+        if wanted in known:
+            matched.append(wanted)
+        elif len(by_name.get(wanted.rsplit("/", 1)[-1], ())) == 1:
+            matched.append(by_name[wanted.rsplit("/", 1)[-1]][0])
+        else:
+            missing.append(wanted)
+    if missing:
+        raise DataError(f"{len(missing)} of {len(subset)} ids in the label subset are not "
+                        f"in the split (first: {missing[0]!r})")
+    return np.array(sorted(set(matched)), dtype=object)
+
+
+def _examples(source, split, data: DataConfig, ctx, subset=None, train=True):
     ds = source.load(split, shuffle_files=train and subset is None and not data.deterministic)
-    if subset is not None:
-        mask = np.zeros(source.num_examples(split), bool)
-        mask[subset] = True
-        keep = tf.constant(mask)
-        ds = ds.enumerate().filter(lambda i, ex: keep[i]).map(lambda i, ex: ex)
+    if subset is not None:  # by identity: the same examples in every pass and on every worker
+        keep = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(subset), tf.string),
+                                                tf.ones([len(subset)], tf.bool)), False)
+        ds = ds.filter(lambda ex: keep.lookup(ex["id"]))
     if ctx is not None and ctx.num_input_pipelines > 1:
-        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-    if limit:
-        ds = ds.take(limit)  # before the cache, so the cache holds a complete pass
+        # By identity too: disjoint shards however the source interleaves its files.
+        n, index = ctx.num_input_pipelines, ctx.input_pipeline_id
+        ds = ds.filter(lambda ex: tf.equal(
+            tf.strings.to_hash_bucket_fast(ex["id"], n), index))
     if data.cache:
         ds = ds.cache()
     if train:
@@ -139,10 +185,11 @@ def classifier_train_dataset(source, split, data: DataConfig, batch_size, ctx=No
     return _finish(ds.map(view, num_parallel_calls=AUTOTUNE), batch_size, data)
 
 
-def eval_dataset(source, split, data: DataConfig, batch_size, limit=0):
-    """One finite pass of `{"image", "label"}` with the eval preprocessing."""
+def eval_dataset(source, split, data: DataConfig, batch_size, subset=None):
+    """One finite pass of `{"image", "label"}` with the eval preprocessing, over the
+    examples whose ids are in `subset` (None: all of them)."""
     size = data.image_size
-    ds = _examples(source, split, data, None, train=False, limit=limit)
+    ds = _examples(source, split, data, None, subset=subset, train=False)
     ds = ds.map(lambda ex: {"image": augment.eval_view(ex["image"], size, size),
                             "label": ex["label"]}, num_parallel_calls=AUTOTUNE)
     return _finish(ds, batch_size, data, drop_remainder=False)

@@ -33,6 +33,15 @@ class _SplitSizes(collections.abc.Mapping):
         return len(self._splits)
 
 
+def _rgb(image, channels):
+    """Grayscale and RGBA images as RGB (alpha dropped), as the folder source does."""
+    if channels == 1:
+        return tf.image.grayscale_to_rgb(image)
+    if channels == 4:
+        return image[..., :3]
+    return image
+
+
 def tfds_source(name, data_dir=None, download=True):
     import tensorflow_datasets as tfds  # heavy; only when a TFDS dataset is asked for
 
@@ -56,18 +65,35 @@ def tfds_source(name, data_dir=None, download=True):
     features = builder.info.features
     if "image" not in features:
         raise DataError(f"TFDS dataset {name!r} has no 'image' feature")
+    channels = features["image"].shape[-1]
+    if channels not in (None, 1, 3, 4):
+        raise DataError(f"TFDS dataset {name!r} has {channels}-channel images; "
+                        "1 (grayscale), 3 (RGB) or 4 (RGBA) are read")
     has_label = "label" in features
     num_classes = features["label"].num_classes if has_label else 0
     sizes = _SplitSizes(builder.info.splits)
+    # The name the published subsets use (ImageNet's 1%/10% lists name files), else the
+    # dataset's own id, else TFDS' per-record id.
+    id_key = next((k for k in ("file_name", "id") if k in features), "tfds_id")
 
     def load(split, shuffle_files):
-        ds = builder.as_dataset(split=split, shuffle_files=shuffle_files)
+        ds = builder.as_dataset(split=split, shuffle_files=shuffle_files,
+                                read_config=tfds.ReadConfig(add_tfds_id=id_key == "tfds_id"))
 
         def select(example):
             label = (tf.cast(example["label"], tf.int64) if has_label
                      else tf.constant(-1, tf.int64))
-            return {"image": example["image"], "label": label}
+            return {"image": _rgb(example["image"], channels), "label": label,
+                    "id": example[id_key]}
 
         return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
-    return Source(f"tfds:{name}", num_classes, sizes, load)
+    def index(split):
+        ds = builder.as_dataset(split=split, shuffle_files=False,
+                                read_config=tfds.ReadConfig(add_tfds_id=id_key == "tfds_id"),
+                                decoders={"image": tfds.decode.SkipDecoding()})
+        return ds.map(lambda ex: (ex[id_key], tf.cast(ex["label"], tf.int64) if has_label
+                                  else tf.constant(-1, tf.int64)),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+
+    return Source(f"tfds:{name}", num_classes, sizes, load, index_fn=index)

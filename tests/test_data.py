@@ -128,6 +128,9 @@ def test_folder_to_tfrecord_round_trip(tmp_path):
     folder = sources.open_source(f"folder:{tmp_path / 'images'}")
     key = lambda ex: (int(ex["label"]), ex["image"].shape, int(ex["image"].sum()))  # noqa
     assert sorted(map(key, examples)) == sorted(map(key, _all(folder.load("train"))))
+    # The converter names each record as the folder source names its file.
+    ids = lambda exs: sorted(ex["id"] for ex in exs)  # noqa
+    assert ids(examples) == ids(_all(folder.load("train")))
     written, skipped = _converter().convert(str(tmp_path / "images"),
                                             str(tmp_path / "valid" / "train"), num_shards=2,
                                             validate=True, verbose=False)
@@ -136,30 +139,86 @@ def test_folder_to_tfrecord_round_trip(tmp_path):
 
 def test_class_balanced_subset_is_deterministic_and_balanced():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
-    subset = pipeline.class_balanced_subset(labels, 0.1, seed=3)
-    assert np.bincount(labels[subset]).tolist() == [5, 3, 2]
-    np.testing.assert_array_equal(subset, pipeline.class_balanced_subset(labels, 0.1, seed=3))
-    assert not np.array_equal(subset, pipeline.class_balanced_subset(labels, 0.1, seed=4))
+    ids = np.array([f"img{i:03d}.png" for i in range(100)], dtype=object)
+    subset = pipeline.class_balanced_subset(ids, labels, 0.1, seed=3)
+    label_of = dict(zip(ids, labels))
+    assert np.bincount([label_of[i] for i in subset]).tolist() == [5, 3, 2]
+    np.testing.assert_array_equal(subset, pipeline.class_balanced_subset(ids, labels, 0.1, 3))
+    # The order a source lists its examples in does not change the choice.
+    order = np.random.default_rng(0).permutation(100)
+    np.testing.assert_array_equal(
+        subset, pipeline.class_balanced_subset(ids[order], labels[order], 0.1, 3))
+    assert not np.array_equal(subset, pipeline.class_balanced_subset(ids, labels, 0.1, 4))
     with pytest.raises(DataError):
-        pipeline.class_balanced_subset(np.array([0, -1]), 0.5, 0)
+        pipeline.class_balanced_subset(np.array(["a", "b"]), np.array([0, -1]), 0.5, 0)
 
 
-def test_input_pipelines_get_disjoint_shards(tmp_path):
-    make_folder(tmp_path, bad=False)
+def _solid_folder(root, classes=10, per_class=30):
+    """Images of one colour each, the colour coding the image's index."""
+    for c in range(classes):
+        for k in range(per_class):
+            i = c * per_class + k
+            pixels = np.zeros((8, 8, 3), np.uint8)
+            pixels[..., 0], pixels[..., 1], pixels[..., 2] = i % 256, i // 256, 77
+            path = pathlib.Path(root) / f"class{c}" / f"img{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    return {f"class{i // per_class}/img{i:03d}.png": i for i in range(classes * per_class)}
+
+
+def _image_index(views):
+    """The index a solid image codes (crop, flip and resize keep a solid colour)."""
+    pixels = np.round(views[:, 4, 4, :] * 255).astype(int)
+    return pixels[:, 0] + 256 * pixels[:, 1]
+
+
+def test_label_subset_is_the_same_examples_in_every_pass(tmp_path):
+    index_of = _solid_folder(tmp_path)
     source = sources.open_source(f"folder:{tmp_path}")
-    data = DataConfig(image_size=16, deterministic=True, shuffle_buffer=8)
-    seen = []
+    ids, labels = pipeline.read_ids_and_labels(source, "train")
+    assert sorted(ids) == sorted(index_of)
+    subset = pipeline.class_balanced_subset(ids, labels, 0.1, seed=0)
+    assert len(subset) == 30
+    # The default pipeline: parallel, non-deterministic decoding and shuffling.
+    data = DataConfig(image_size=8, shuffle_buffer=300)
+    ds = pipeline.classifier_train_dataset(source, "train", data, 10, subset=subset)
+    seen = np.concatenate([_image_index(b["image"].numpy()) for b in ds.take(12)])
+    # 12 batches of 10: four passes over the 30 chosen examples, each seen 4 times.
+    assert sorted(set(seen)) == sorted(index_of[i] for i in subset)
+    assert set(np.bincount(seen)[seen]) == {4}
+
+
+def test_input_pipelines_get_disjoint_shards_by_example_id(tmp_path):
+    index_of = _solid_folder(tmp_path, classes=2, per_class=20)
+    source = sources.open_source(f"folder:{tmp_path}")
+    data = DataConfig(image_size=8, shuffle_buffer=8)
+    shards = []
     for pipeline_id in range(2):
         ctx = tf.distribute.InputContext(2, pipeline_id, 2)
-        ds = pipeline.pretrain_dataset(source, "train", data,
-                                       AugmentConfig(),
-                                       batch_size=2, ctx=ctx)
-        batch = next(iter(ds))
-        assert batch["view1"].shape == (2, 16, 16, 3)
-        seen.append(ds)
-    a = next(iter(seen[0]))["view1"].numpy()
-    b = next(iter(seen[1]))["view1"].numpy()
-    assert not np.allclose(a, b)
+        ds = pipeline._examples(source, "train", data, ctx, train=False)
+        shards.append([ex["id"].decode() for ex in ds.as_numpy_iterator()])
+        batch = next(iter(pipeline.pretrain_dataset(source, "train", data, AugmentConfig(),
+                                                    batch_size=2, ctx=ctx)))
+        assert batch["view1"].shape == (2, 8, 8, 3)
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == sorted(index_of)
+    assert all(len(s) > 0 for s in shards)
+
+
+def test_subset_files_round_trip_and_unknown_ids_are_refused(tmp_path):
+    index_of = _solid_folder(tmp_path / "images", classes=2, per_class=10)
+    source = sources.open_source(f"folder:{tmp_path / 'images'}")
+    ids, _ = pipeline.read_ids_and_labels(source, "train")
+    path = tmp_path / "subset.txt"
+    pipeline.write_subset_file(str(path), ["class1/img015.png", "class0/img003.png"])
+    path.write_text("# a published list\n" + path.read_text() + "\nimg007.png\n")
+    listed = pipeline.read_subset_file(str(path))
+    # Whole ids, and bare file names (as SimCLR's ImageNet lists give them).
+    assert list(pipeline.match_subset(listed, ids)) == [
+        "class0/img003.png", "class0/img007.png", "class1/img015.png"]
+    with pytest.raises(DataError, match="1 of 2 ids .*'nope.png'"):
+        pipeline.match_subset(np.array(["class0/img003.png", "nope.png"]), ids)
+    assert len(index_of) == 20
 
 
 def test_deterministic_pipeline_replays(tmp_path):
@@ -191,3 +250,36 @@ def test_pretraining_from_a_folder_with_bad_files(tmp_path):
     assert saved["skipped_images"] == results["skipped_images"]
     assert "knn_acc" not in saved  # unlabeled: no kNN monitor, no probe
     assert (tmp_path / "run" / "ckpt-6.index").exists()
+
+
+def test_label_fraction_run_writes_its_subset_and_a_rerun_from_the_file_matches(tmp_path):
+    from simclr_tf import train
+    from simclr_tf.config import Config, ModelConfig, OptimConfig, RunConfig
+    _solid_folder(tmp_path / "images", classes=4, per_class=10)
+
+    def linear_eval(name, **data):
+        config = Config(
+            run=RunConfig(mode="linear_eval", model_dir=str(tmp_path / name), train_steps=2,
+                          checkpoint_steps=2, strategy="one_device", precision="float32"),
+            data=DataConfig(dataset=f"folder:{tmp_path / 'images'}", image_size=8,
+                            batch_size=4, shuffle_buffer=16, eval_split="train", **data),
+            model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
+            optim=OptimConfig(optimizer="momentum", learning_rate=0.1, weight_decay=0.0))
+        _, results = train.run(config)
+        return results, (tmp_path / name / train.SUBSET_FILE).read_text().split()
+
+    results, chosen = linear_eval("fraction", label_fraction=0.2, seed=1)
+    assert results["train_examples"] == len(chosen) == 8  # 2 of each class's 10
+    assert sorted({c.split("/")[0] for c in chosen}) == [f"class{i}" for i in range(4)]
+    again, same = linear_eval("again", label_fraction=0.2, seed=1)
+    assert same == chosen
+    from_file, listed = linear_eval("from_file",
+                                    label_subset=str(tmp_path / "fraction" / train.SUBSET_FILE))
+    assert listed == chosen and from_file["train_examples"] == 8
+
+
+def test_tfds_examples_carry_their_dataset_ids(cifar_data_dir):
+    source = sources.open_source("cifar10", cifar_data_dir, download=False)
+    ids, labels = pipeline.read_ids_and_labels(source, "test")
+    assert len(ids) == len(set(ids)) == 10000 and len(labels) == 10000
+    assert all(i.startswith("test_") for i in ids[:100])

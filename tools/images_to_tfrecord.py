@@ -5,8 +5,9 @@
 
 Writes `{output}-00000-of-00064.tfrecord`, ... with the feature spec that
 `--dataset=tfrecord:/data/tfr/{split}-*.tfrecord` reads (see simclr_tf/file_sources.py):
-`image/encoded` (the file's bytes, not re-encoded) and `image/class/label` (from class
-sub-folders; -1 when there are none). Shards are written under a temporary name and
+`image/encoded` (the file's bytes, not re-encoded), `image/class/label` (from class
+sub-folders; -1 when there are none) and `image/filename` (the path below `--input`, the
+example's id, as a folder source names it). Shards are written under a temporary name and
 renamed when complete, so an interrupted conversion leaves no half-written shard.
 With --validate, images that fail to decode are left out and counted.
 """
@@ -25,11 +26,13 @@ flags.DEFINE_integer("num_shards", 16, "Number of output files.")
 flags.DEFINE_bool("validate", False, "Decode every image and leave out the ones that fail.")
 
 
-def _example(contents, label):
+def _example(contents, label, name):
     import tensorflow as tf
     feature = {
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[contents])),
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[name.encode()])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -64,7 +67,8 @@ def convert(input_dir, output_prefix, num_shards=16, validate=False, verbose=Tru
                         skipped += 1
                         progress.add(1)
                         continue
-                writer.write(_example(contents, labels[index]))
+                name = os.path.relpath(paths[index], input_dir).replace(os.sep, "/")
+                writer.write(_example(contents, labels[index], name))
                 written += 1
                 progress.add(1)
         os.replace(tmp, final)
