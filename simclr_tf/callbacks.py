@@ -5,6 +5,7 @@ at the end of each, so a rerun resumes at the last one (optimizer state and step
 included) and `StopAtStep` ends exactly at the requested step.
 """
 
+import math
 import os
 import shutil
 import time
@@ -52,6 +53,10 @@ class CheckpointManager:
         return path
 
 
+class CheckpointMismatch(ValueError):
+    """The checkpoint's variables do not fit the objects (another architecture)."""
+
+
 def restore_parts(items, path):
     """Initialises the given objects (e.g. encoder, projection head) from a checkpoint."""
     if tf.io.gfile.isdir(path):
@@ -59,19 +64,55 @@ def restore_parts(items, path):
         if latest is None:
             raise FileNotFoundError(f"no checkpoint in {path}")
         path = latest
-    status = tf.train.Checkpoint(**items).read(path)
-    status.expect_partial()
-    status.assert_existing_objects_matched()
+    try:
+        status = tf.train.Checkpoint(**items).read(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (ValueError, AssertionError, tf.errors.OpError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointMismatch(f"{path} does not fit this model: {first}") from None
     return path
 
 
+class NonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite, and remembers it,
+    so `SaveCheckpoint` never saves (and never rotates good checkpoints out for) a
+    model that has diverged. A step's loss is computed before its update, so a save
+    also checks the weights themselves (`weights_finite`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = None  # the first step found non-finite
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and self.step is None and not math.isfinite(float(loss)):
+            self._diverged()
+
+    def weights_finite(self):
+        """True if every weight is finite; else marks the divergence and stops."""
+        finite = all(bool(tf.reduce_all(tf.math.is_finite(v)))
+                     for v in self.model.trainable_variables)
+        if not finite and self.step is None:
+            self._diverged()
+        return finite
+
+    def _diverged(self):
+        self.step = int(self.model.optimizer.iterations.numpy())
+        self.model.stop_training = True
+
+
 class SaveCheckpoint(keras.callbacks.Callback):
-    def __init__(self, manager):
+    def __init__(self, manager, guard=None):
         super().__init__()
         self.manager = manager
+        self.guard = guard  # a NonFiniteLoss: nothing is saved once it fired
         self.last_saved = None
 
     def _save(self):
+        if self.guard is not None and (self.guard.step is not None
+                                       or not self.guard.weights_finite()):
+            return
         step = int(self.model.optimizer.iterations.numpy())
         if step != self.last_saved:
             self.manager.save(step)
@@ -104,6 +145,16 @@ class StopAtStep(keras.callbacks.Callback):
         self._last = step
         if step >= self.total_steps:
             self.model.stop_training = True
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Batch summaries on the optimizer's step axis, so a resumed run continues its
+    curves instead of restarting them at 0 (Keras 3.15 resets its private
+    `_global_train_batch` counter in every `fit`; tests/test_train.py checks the axis)."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._global_train_batch = int(self.model.optimizer.iterations.numpy())
 
 
 class KnnMonitor(keras.callbacks.Callback):

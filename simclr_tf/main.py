@@ -42,11 +42,15 @@ HELP = {
     "dataset": "A TFDS name (cifar10), folder:/path/to/images or tfrecord:/glob.",
     "data_dir": "TFDS data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).",
     "train_split": "Split to train on.",
-    "eval_split": "Split to evaluate on.",
+    "eval_split": "Split to evaluate on (empty: no evaluation). Checked at start.",
     "image_size": "Side of the square network input in pixels.",
     "batch_size": "Global batch size (all replicas).",
     "eval_batch_size": "Global eval batch size.",
-    "label_fraction": "Fraction of labels for finetune (class-balanced, e.g. 0.01, 0.1).",
+    "label_fraction": "Fraction of labels for finetune / linear_eval (class-balanced, e.g. "
+                      "0.01, 0.1); the ids chosen are written to model_dir/label_subset.txt.",
+    "label_subset": "File of the example ids to train on, one per line (a run's "
+                    "label_subset.txt, or SimCLR's ImageNet 1percent.txt / 10percent.txt, "
+                    "matched by file name).",
     "seed": "Seed for weight initialisation, shuffling, augmentation and label subsets.",
     "deterministic": "Make the input pipeline deterministic (slower).",
     "cache": "Cache decoded examples in memory.",
@@ -124,7 +128,7 @@ def define_flags(flag_values=flags.FLAGS):
             elif isinstance(default, float):
                 flags.DEFINE_float(name, default, **kw)
             elif isinstance(default, tuple):
-                flags.DEFINE_list(name, [f"{x:g}" for x in default], **kw)
+                flags.DEFINE_list(name, [repr(x) for x in default], **kw)  # exact
             else:
                 flags.DEFINE_string(name, default, **kw)
 
@@ -194,6 +198,11 @@ def validate(c: cfg.Config):
         (c.run.strategy != "tpu" or c.run.tpu is not None, "--strategy=tpu needs --tpu"),
         (c.data.label_fraction == 1 or c.run.mode in ("finetune", "linear_eval"),
          "--label_fraction applies to finetune and linear_eval only"),
+        (c.data.label_subset is None or c.run.mode in ("finetune", "linear_eval",
+                                                       "supervised"),
+         "--label_subset applies to finetune, linear_eval and supervised only"),
+        (c.data.label_subset is None or c.data.label_fraction == 1,
+         "set --label_fraction or --label_subset, not both"),
     ]
     head_layers = {"none": 0, "linear": 1, "nonlinear": c.model.num_proj_layers}
     checks.append((0 <= c.model.ft_proj_selector <= head_layers[c.model.proj_head_mode],
@@ -211,6 +220,32 @@ def validate(c: cfg.Config):
             raise cfg.ConfigError(message)
 
 
+# Settings only one kind of run reads (section, field); the rest is read by every mode.
+_PRETRAIN_ONLY = ([("augment", f.name) for f in dataclasses.fields(cfg.AugmentConfig)]
+                  + [("loss", f.name) for f in dataclasses.fields(cfg.LossConfig)]
+                  + [("run", "knn_every_epochs"), ("model", "linear_probe")])
+_CLASSIFIER_ONLY = [("model", "ft_proj_selector"), ("model", "fine_tune_after_block")]
+_TRAINING = ([("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)]
+             + [("run", n) for n in ("train_epochs", "train_steps", "checkpoint_steps",
+                                     "keep_checkpoints", "init_checkpoint", "summary_steps")])
+_MODEL = [("model", f.name) for f in dataclasses.fields(cfg.ModelConfig)]
+_IGNORED = {
+    "pretrain": _CLASSIFIER_ONLY,
+    "linear_eval": _PRETRAIN_ONLY, "finetune": _PRETRAIN_ONLY, "supervised": _PRETRAIN_ONLY,
+    "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL,  # the model comes from config.json
+    "export": [(s.name, f.name) for s in dataclasses.fields(cfg.Config)
+               for f in dataclasses.fields(s.type)
+               if f.name not in ("mode", "model_dir", "export_dir")],
+}
+
+
+def ignored_flags(c: cfg.Config):
+    """Names of the flags set away from their defaults that the chosen mode never reads."""
+    default = cfg.Config()
+    return [name for section, name in _IGNORED[c.run.mode]
+            if getattr(getattr(c, section), name) != getattr(getattr(default, section), name)]
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -220,6 +255,10 @@ def main(argv):
     except cfg.ConfigError as error:
         print(f"simclr_tf: error: {error}", file=sys.stderr)
         return 2
+    ignored = ignored_flags(config)
+    if ignored:
+        logging.warning("Ignored by --mode=%s (they apply to other modes): %s",
+                        config.run.mode, ", ".join(f"--{n}" for n in ignored))
     from simclr_tf import datasource, train  # after validation: importing TF is slow
 
     try:
@@ -231,6 +270,9 @@ def main(argv):
     except (datasource.DataError, cfg.ConfigError, FileNotFoundError) as error:
         print(f"simclr_tf: error: {error}", file=sys.stderr)
         return 2
+    except train.TrainingError as error:  # diverged: nothing is written as finished
+        print(f"simclr_tf: error: {error}", file=sys.stderr)
+        return 3
     logging.info("Results: %s", results)
     summary = {k: v for k, v in results.items() if "acc" in k}
     print(f"simclr_tf: {config.run.mode} finished: {summary or results}")

@@ -91,3 +91,36 @@ def test_is_still_a_keras_batch_norm_and_round_trips_through_config():
     assert isinstance(layer, keras.layers.BatchNormalization)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(clone) is FusedBatchNormalization and clone.momentum == 0.8
+
+
+@pytest.mark.parametrize("synchronized", [True, False])
+def test_global_batch_norm_uses_the_whole_global_batch(synchronized):
+    """2 replicas, different data on each: synchronized BN normalises with the statistics
+    of both replicas' examples together (numpy reference); per-replica BN does not."""
+    from conftest import cpu_devices
+    from simclr_tf import distributed
+    strategy = distributed.mirrored(cpu_devices(2))
+    with strategy.scope():
+        layer = FusedBatchNormalization(synchronized=synchronized, momentum=0.9,
+                                        epsilon=1e-5)
+        layer.build((None, 4, 4, 3))
+    rng = np.random.default_rng(0)
+    halves = [rng.normal(size=(4, 4, 4, 3)).astype(np.float32),
+              (3 * rng.normal(size=(4, 4, 4, 3)) + 5).astype(np.float32)]
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(halves[ctx.replica_id_in_sync_group]))
+
+    @tf.function
+    def forward(x):
+        return strategy.run(lambda v: layer(v, training=True), args=(x,))
+
+    got = np.concatenate([t.numpy() for t in
+                          strategy.experimental_local_results(forward(inputs))])
+    full = np.concatenate(halves).astype(np.float64)
+    mean, var = full.mean(axis=(0, 1, 2)), full.var(axis=(0, 1, 2))
+    expected = (full - mean) / np.sqrt(var + 1e-5)
+    if synchronized:
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mean, atol=1e-5)
+    else:
+        assert not np.allclose(got, expected, atol=1e-2)

@@ -12,17 +12,18 @@ def _normalize(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _numpy_pairs(z1, z2, temperature):
+def _numpy_pairs(z1, z2, temperature, normalize=True):
     """The paper's setting: 2N views, view k's positive is its pair, self excluded."""
-    z = _normalize(np.concatenate([z1, z2]).astype(np.float64))
+    z = np.concatenate([z1, z2]).astype(np.float64)
+    z = _normalize(z) if normalize else z
     n = len(z1)
     sim = z @ z.T / temperature
     positive = np.concatenate([np.arange(n) + n, np.arange(n)])
     return sim, positive
 
 
-def numpy_nt_xent(z1, z2, temperature):
-    sim, positive = _numpy_pairs(z1, z2, temperature)
+def numpy_nt_xent(z1, z2, temperature, normalize=True):
+    sim, positive = _numpy_pairs(z1, z2, temperature, normalize)
     total = 0.0
     for i in range(len(sim)):
         others = [j for j in range(len(sim)) if j != i]
@@ -48,6 +49,16 @@ def test_nt_xent_matches_numpy(temperature):
     p /= p.sum(1, keepdims=True)
     entropy = -np.mean(np.sum(p * np.log(p + 1e-8), axis=1))
     assert float(metrics["contrast_entropy"]) == pytest.approx(entropy, rel=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+def test_nt_xent_without_l2_normalisation_matches_numpy(temperature):
+    z1, z2 = _data(seed=4)
+    z1, z2 = 0.5 * z1, 0.5 * z2  # raw dot products, not cosines
+    loss, _ = losses.nt_xent(z1, z2, temperature, normalize=False)
+    assert float(loss) == pytest.approx(numpy_nt_xent(z1, z2, temperature, normalize=False),
+                                        rel=1e-5)
+    assert float(loss) != pytest.approx(numpy_nt_xent(z1, z2, temperature), rel=1e-2)
 
 
 def test_perfect_views_give_low_loss_and_full_accuracy():

@@ -35,6 +35,10 @@ def test_every_recipe_parses_and_validates(recipe, monkeypatch):
     main.validate(config)
 
 
+def test_flag_defaults_are_the_config_defaults_exactly():
+    assert _parse() == cfg.Config()  # e.g. the 4/3 aspect bound, not a rounded 1.33333
+
+
 def test_flags_reach_the_config():
     config = _parse("--depth=50", "--width_multiplier=0.5", "--area_range=0.2,0.9",
                     "--cifar_stem=false", "--blur_prob=0", "--precision=mixed_bfloat16")
@@ -93,3 +97,13 @@ def test_cli_reports_wrong_split_in_one_line(tmp_path, cifar_data_dir):
                   f"--model_dir={tmp_path}/m")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no split 'tran'" in result.stderr
+
+
+def test_flags_the_mode_never_reads_are_named():
+    assert main.ignored_flags(_parse("--mode=linear_eval", "--color_jitter_strength=0.3",
+                                     "--temperature=0.2", "--learning_rate=0.5")) == [
+        "color_jitter_strength", "temperature"]
+    assert main.ignored_flags(_parse("--mode=pretrain", "--color_jitter_strength=0.3",
+                                     "--ft_proj_selector=1")) == ["ft_proj_selector"]
+    assert "depth" in main.ignored_flags(_parse("--mode=eval", "--depth=18"))
+    assert main.ignored_flags(_parse("--mode=export", "--model_dir=r", "--export_dir=e")) == []

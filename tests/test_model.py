@@ -84,6 +84,30 @@ def test_classifier_from_head_layer_uses_the_projection_head():
     assert model.linear_head.kernel.shape[0] == model.encoder.output["final_avg_pool"].shape[-1]
 
 
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_classifier_reads_exactly_the_selected_head_layer(layer):
+    model = builders.classifier_model(_config("finetune", ft_proj_selector=layer), 5)
+    rng = np.random.default_rng(layer)
+    head = model.linear_head
+    head.kernel.assign(rng.normal(size=head.kernel.shape).astype(np.float32))
+    images = tf.constant(rng.random((4, 16, 16, 3)).astype(np.float32))
+    h = model.encoder(images, training=False)["final_avg_pool"]
+    # Independent of the model's own call: h, then the head's layers one by one.
+    outputs = [h]
+    for dense_bn in (model.projection_head.layers_ if model.projection_head else []):
+        outputs.append(dense_bn(outputs[-1], training=False))
+    assert len(outputs) == (1 if layer == 0 else 3)
+    logits = model(images, training=False)["logits"].numpy()
+    for k, features in enumerate(outputs):
+        if features.shape[-1] != head.kernel.shape[0]:
+            continue  # the output layer (128-d) cannot feed this head
+        expected = head(features).numpy()
+        if k == layer:
+            np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+        else:  # any other layer gives other logits
+            assert not np.allclose(logits, expected, atol=1e-3)
+
+
 def test_checkpoints_hold_every_model_variable(tmp_path):
     from simclr_tf import builders as b, callbacks
     model = b.pretrain_model(_config(), num_classes=10)

@@ -1,5 +1,6 @@
 """End to end on the shared CIFAR-10: pretrain -> linear eval -> fine-tune -> eval."""
 
+import dataclasses
 import json
 import os
 
@@ -69,6 +70,20 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     ev = _replace(tiny_config(ft_dir, cifar_data_dir, mode="eval"), "model", ft_proj_selector=1)
     _, results = train.run(ev)
     assert results["eval_accuracy"] == pytest.approx(_results(ft_dir)["eval_accuracy"])
+    # The model flags need not be repeated: eval reads the run's config.json.
+    bare = _replace(ev, "model", **dataclasses.asdict(ModelConfig()))
+    _, again = train.run(bare)
+    assert again["eval_accuracy"] == pytest.approx(results["eval_accuracy"])
+    # Common mistakes, one line each: eval of a pretraining run, and an init checkpoint
+    # of another architecture (naming what differs).
+    with pytest.raises(train.ConfigError, match="is a pretraining run"):
+        train.run(tiny_config(pre_dir, cifar_data_dir, mode="eval"))
+    wider = _replace(tiny_config(tmp_path / "wider", cifar_data_dir, mode="linear_eval",
+                                 train_steps=1, init_checkpoint=str(pre_dir)),
+                     "model", width_multiplier=0.25)
+    with pytest.raises(train.ConfigError,
+                       match="another architecture .*--width_multiplier=0.125 there, 0.25 here"):
+        train.run(wider)
 
     # --mode=export on the fine-tuned run: the classifier's logits are served too.
     export_dir = tmp_path / "exported"
@@ -87,13 +102,24 @@ def test_pretrain_under_two_replica_mirrored_strategy(tmp_path, cifar_data_dir):
     assert np.isfinite(results["knn_acc"])
 
 
+def _summary_steps(log_dir, tag):
+    steps = []
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path, cifar_data_dir):
-    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4)
+    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4),
+                      "run", summary_steps=1)
     train.run(config)
     longer = _replace(config, "run", train_steps=6)
     model, results = train.run(longer)
     assert results["global_step"] == 6
     assert sorted(p.name for p in tmp_path.glob("ckpt-*.index"))[-1] == "ckpt-6.index"
+    # TensorBoard's step axis goes on across the resume: one point per step, in order.
+    assert _summary_steps(tmp_path / "logs" / "train", "batch_loss") == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("precision", [
@@ -185,3 +211,77 @@ def test_bf16_and_float32_runs_agree_at_equal_steps(tmp_path, cifar_data_dir):
     # Measured here: apart = 0.15 x moved (AVX-512 BF16); half of it leaves room for
     # emulated bf16, which may round more often.
     assert moved > 0 and apart < 0.5 * moved, (apart, moved)
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(tmp_path, cifar_data_dir):
+    import keras
+
+    class Diverge(keras.callbacks.Callback):
+        """Makes the model diverge after step 2, as an exploding run would."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 2:
+                # (A NaN encoder kernel would not do: ReLU maps NaN to 0 on this path.)
+                kernel = self.model.probe.kernel
+                kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=6),
+                      "run", checkpoint_steps=1, keep_checkpoints=2)
+    # Step 2's weights are NaN before its checkpoint is written (its loss, computed
+    # before the update, is still finite): caught at the save, not one step later.
+    with pytest.raises(train.TrainingError, match="at step 2; last good checkpoint: .*ckpt-1"):
+        train.run(config, extra_callbacks=[Diverge()])
+    # The NaN model was not saved and rotated nothing out; no result claims it finished.
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.index")) == ["ckpt-1.index"]
+    assert not (tmp_path / "results.json").exists()
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt-1"))
+    values = [reader.get_tensor(k) for k, dtype in reader.get_variable_to_dtype_map().items()
+              if dtype.is_floating]
+    assert values and all(np.all(np.isfinite(v)) for v in values)
+
+
+def test_a_missing_eval_split_stops_every_mode_before_training(tmp_path):
+    from test_data import _solid_folder
+    _solid_folder(tmp_path / "images", classes=2, per_class=4)  # labelled, train split only
+    for mode in ("pretrain", "linear_eval", "supervised"):
+        config = _replace(tiny_config(tmp_path / mode, None, mode=mode, train_steps=2),
+                          "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8)
+        with pytest.raises(train.sources.DataError, match="no eval split 'test'"):
+            train.run(config)
+        assert not list((tmp_path / mode).glob("ckpt-*"))
+    # --eval_split= (None) trains without evaluation.
+    config = _replace(tiny_config(tmp_path / "none", None, mode="pretrain", train_steps=2),
+                      "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
+                      eval_split=None)
+    _, results = train.run(config)
+    assert results["global_step"] == 2 and "knn_acc" not in results
+
+
+def test_knn_bank_is_a_class_balanced_sample_not_the_first_examples(tmp_path):
+    from test_data import _image_index, _solid_folder
+    index_of = _solid_folder(tmp_path / "images", classes=5, per_class=8)  # sorted by class
+    config = _replace(_replace(tiny_config(tmp_path, None, mode="pretrain"), "run",
+                               knn_bank_size=10),
+                      "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
+                      eval_split="train")
+    source = train.sources.open_source(config.data.dataset)
+    bank, _ = train._knn_datasets(config, source)
+    seen = np.concatenate([_image_index(b["image"].numpy()) for b in bank()])
+    classes = np.bincount(seen // 8, minlength=5)
+    assert classes.tolist() == [2] * 5  # 10 of 40: two of every class, not 10 of class 0
+    assert len(set(seen)) == 10 and set(seen) <= set(index_of.values())
+
+
+def test_supervised_mode_trains_the_whole_network_from_scratch(tmp_path, cifar_data_dir):
+    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="supervised", train_steps=3),
+                      "optim", optimizer="momentum", learning_rate=0.1)
+    model, results = train.run(config)
+    assert results["global_step"] == 3 and 0 <= results["eval_accuracy"] <= 1
+    assert model.projection_head is None and not model.freeze_encoder
+    # Every encoder kernel is trained, and batch norm ran in training mode (its moving
+    # statistics left their initial 0 / 1).
+    trainable = {id(v) for v in model.encoder.trainable_variables}
+    kernels = [v for v in model.encoder.variables if v.ndim == 4]
+    assert kernels and all(id(v) in trainable for v in kernels)
+    means = [v.numpy() for v in model.encoder.variables if "moving_mean" in v.path]
+    assert means and any(np.any(m != 0) for m in means)

@@ -541,9 +541,12 @@ def bench_budget():
             steps = FLAGS.steps or _budget_steps(root, precision)
             keras.mixed_precision.set_global_policy("float32")
             start = time.perf_counter()
-            _, pre = train.run(_cifar_config("pretrain", f"{root}/pre_{precision}", precision,
-                                             warmup_epochs=_budget_warmup_epochs(steps),
-                                             train_steps=steps))
+            warmup_epochs = _budget_warmup_epochs(steps)
+            model, pre = train.run(_cifar_config("pretrain", f"{root}/pre_{precision}",
+                                                 precision, warmup_epochs=warmup_epochs,
+                                                 train_steps=steps))
+            # The schedule must have finished: warmup, then cosine decay to 0 at `steps`.
+            final_lr = float(model.optimizer.learning_rate)
             pretrain_s = time.perf_counter() - start
             init = f"{root}/pre_{precision}"
             evaluated_in = FLAGS.eval_precision or precision
@@ -551,6 +554,9 @@ def bench_budget():
             rows.append({"impl": "simclr_tf budget, pretrained", "precision": label,
                          "eval_precision": evaluated_in, "knn_acc": knn,
                          "pretrain_steps": steps, "pretrain_s": pretrain_s,
+                         "budget_s": FLAGS.budget_minutes * 60 if not FLAGS.steps else None,
+                         "warmup_steps": round(warmup_epochs * 50000 / FLAGS.batch),
+                         "final_learning_rate": final_lr,
                          "images_per_s": steps * FLAGS.batch / pretrain_s,
                          "linear_eval_acc": _linear_eval(root, evaluated_in, init,
                                                          f"lin_{precision}")})
@@ -763,10 +769,12 @@ _TABLES = {
                        _optional(r, "outside_function_s", ".1f", scale=1e3),
                        f"{r['cpu_share_fit']:.0%} / {r['cpu_share_step_alone']:.0%}"
                        if "cpu_share_fit" in r else "-"]),
-    "budget": (["encoder", "precision", "evaluated in", "pretrain steps",
-                "pretrain job s (incl. build, kNN)", "kNN acc", "linear eval acc"],
+    "budget": (["encoder", "precision", "evaluated in", "pretrain steps", "warmup steps",
+                "final lr", "pretrain job s (incl. build, kNN)", "kNN acc", "linear eval acc"],
                lambda r: [r["impl"], r["precision"], r["eval_precision"],
-                          r.get("pretrain_steps", "-"), _optional(r, "pretrain_s", ".0f"),
+                          r.get("pretrain_steps", "-"), r.get("warmup_steps", "-"),
+                          _optional(r, "final_learning_rate", ".2g"),
+                          _optional(r, "pretrain_s", ".0f"),
                           f"{r['knn_acc']:.2%}", f"{r['linear_eval_acc']:.2%}"]),
     "memory": (["measurement", "precision", "RSS after build GiB", "peak RSS GiB",
                 "loss peak increase GiB", "one 2N x 2N float32 matrix GiB"],
