@@ -1,6 +1,8 @@
 """TFDS datasets: downloaded where the network allows, read from `data_dir` otherwise."""
 
 import collections.abc
+import socket
+import urllib.parse
 
 import tensorflow as tf
 
@@ -33,6 +35,26 @@ class _SplitSizes(collections.abc.Mapping):
         return len(self._splits)
 
 
+PROBE_TIMEOUT_S = 8  # per host, at most 3 hosts: an offline machine knows within 24 s
+
+
+def reachable(urls, timeout=PROBE_TIMEOUT_S):
+    """Whether one of the download hosts accepts a connection (the download's own first
+    step), so an offline machine fails at once instead of after minutes of retries.
+    None when there is no URL to try (manually downloaded datasets)."""
+    hosts = sorted({(u.hostname, u.port or (443 if u.scheme == "https" else 80))
+                    for u in map(urllib.parse.urlparse, urls) if u.hostname})
+    if not hosts:
+        return None
+    for address in hosts[:3]:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def _rgb(image, channels):
     """Grayscale and RGBA images as RGB (alpha dropped), as the folder source does."""
     if channels == 1:
@@ -42,7 +64,7 @@ def _rgb(image, channels):
     return image
 
 
-def tfds_source(name, data_dir=None, download=True):
+def tfds_source(name, data_dir=None, download=True, probe=reachable):
     import tensorflow_datasets as tfds  # heavy; only when a TFDS dataset is asked for
 
     try:
@@ -55,13 +77,17 @@ def tfds_source(name, data_dir=None, download=True):
         if not download:
             raise DataError(f"TFDS dataset {name!r} is not prepared under {where} "
                             "and downloading is off")
+        hint = ("prepare it on a machine with network access and pass --data_dir or set "
+                "TFDS_DATA_DIR")
+        if probe(list(builder.url_infos or {})) is False:
+            raise DataError(f"TFDS dataset {name!r} is not prepared under {where} and its "
+                            f"download hosts cannot be reached; {hint}")
         try:
             builder.download_and_prepare()
         except Exception as error:
             raise DataError(
                 f"TFDS dataset {name!r} is not prepared under {where} and could not be "
-                f"downloaded ({type(error).__name__}); prepare it on a machine with network "
-                "access and pass --data_dir or set TFDS_DATA_DIR") from None
+                f"downloaded ({type(error).__name__}); {hint}") from None
     features = builder.info.features
     if "image" not in features:
         raise DataError(f"TFDS dataset {name!r} has no 'image' feature")

@@ -283,3 +283,37 @@ def test_tfds_examples_carry_their_dataset_ids(cifar_data_dir):
     ids, labels = pipeline.read_ids_and_labels(source, "test")
     assert len(ids) == len(set(ids)) == 10000 and len(labels) == 10000
     assert all(i.startswith("test_") for i in ids[:100])
+
+
+def test_unprepared_tfds_dataset_offline_fails_at_once_with_the_data_dir_hint(tmp_path):
+    import socket
+    import time
+
+    from simclr_tf import tfds_source
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    assert tfds_source.reachable([f"https://127.0.0.1:{port}/data.gz"], timeout=2) is False
+    assert tfds_source.reachable([]) is None
+    tried = []
+
+    def offline(urls):
+        tried.extend(urls)
+        return tfds_source.reachable([f"https://127.0.0.1:{port}/{u[-8:]}" for u in urls],
+                                     timeout=2)
+
+    with pytest.raises(DataError, match="cannot be reached; .*--data_dir or set TFDS_DATA_DIR"):
+        tfds_source.tfds_source("mnist", str(tmp_path), probe=offline)
+    assert tried and all(u.startswith("https://") for u in tried)  # the dataset's own URLs
+    assert time.perf_counter() - start < 30
+    assert not list(tmp_path.glob("downloads/*"))  # no download was started
+
+
+def test_grayscale_and_rgba_tfds_images_become_rgb():
+    from simclr_tf import tfds_source
+    gray = tf.constant(np.arange(12, dtype=np.uint8).reshape(2, 2, 3)[..., :1])
+    np.testing.assert_array_equal(tfds_source._rgb(gray, 1).numpy(),
+                                  np.repeat(gray.numpy(), 3, axis=-1))
+    rgba = tf.constant(np.arange(16, dtype=np.uint8).reshape(2, 2, 4))
+    np.testing.assert_array_equal(tfds_source._rgb(rgba, 4).numpy(), rgba.numpy()[..., :3])
