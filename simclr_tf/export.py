@@ -12,14 +12,12 @@ One directory serves both uses:
   `regularization_losses`, so `hub.load` and `hub.KerasLayer(path, trainable=True)` work.
 """
 
-import json
 import os
 
 import keras
 import tensorflow as tf
 
-from simclr_tf import augment, builders, callbacks
-from simclr_tf import config as config_lib
+from simclr_tf import augment, builders, callbacks, run_dirs
 
 ENDPOINT_KEYS = ("final_avg_pool", "block_group1", "block_group2", "block_group3",
                  "block_group4", "proj_head_output", "logits", "probabilities")
@@ -94,19 +92,12 @@ def export_saved_model(model, image_size, export_dir):
     return export_dir
 
 
-def _run_config(model_dir):
-    path = os.path.join(model_dir, "config.json")
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {model_dir} a simclr_tf run?")
-    with tf.io.gfile.GFile(path) as f:
-        return config_lib.from_dict(json.load(f))
-
 
 def export_from_config(config):
     """Exports the latest checkpoint of `config.run.model_dir` (any kind of run), in
     float32 whatever the run trained in, so the SavedModel serves on any hardware."""
     model_dir = config.run.model_dir
-    run_config = _run_config(model_dir)
+    run_config = run_dirs.required_config(model_dir)
     checkpoint = tf.train.latest_checkpoint(model_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {model_dir}")

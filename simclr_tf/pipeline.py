@@ -9,9 +9,11 @@ size (`batch_augment.py`), else cropped image by image and coloured per batch.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from simclr_tf import augment, batch_augment
 from simclr_tf.config import AugmentConfig, DataConfig
@@ -48,12 +50,6 @@ def class_balanced_subset(ids, labels, fraction, seed):
         count = max(1, int(round(fraction * len(members))))
         chosen.append(ids[rng.permutation(members)[:count]])
     return np.sort(np.concatenate(chosen))
-
-
-def read_ids_and_labels(source, split):
-    """(ids as str, labels) of every example of a split (no image is decoded where the
-    source can help it)."""
-    return source.index(split)
 
 
 def read_subset_file(path):
@@ -94,6 +90,46 @@ def match_subset(subset, all_ids):
         raise DataError(f"{len(missing)} of {len(subset)} ids in the label subset are not "
                         f"in the split (first: {missing[0]!r})")
     return np.array(sorted(set(matched)), dtype=object)
+
+
+def sample_ids(source, split, size, seed, what):
+    """Ids of a seeded class-balanced sample of about `size` examples (None: the whole
+    split, when it is no larger), never the first `size` in storage order (which, for
+    a folder sorted by class, would hold the first classes only)."""
+    total = source.num_examples(split)
+    if size <= 0 or size >= total:
+        logging.info("%s: all %d examples of %r", what, total, split)
+        return None
+    ids, labels = source.index(split)
+    chosen = class_balanced_subset(ids, labels, size / total, seed)
+    logging.info("%s: %d of %d examples of %r, class-balanced, seed %d", what, len(chosen),
+                 total, split, seed)
+    return chosen
+
+
+SUBSET_FILE = "label_subset.txt"
+
+
+def label_subset(config, source, chief):
+    """The ids of the labelled examples to train on (None: all), chosen by identity and
+    written to model_dir/label_subset.txt, so every epoch, worker and rerun uses the
+    same examples and the file says which."""
+    d = config.data
+    if d.label_fraction >= 1.0 and d.label_subset is None:
+        return None
+    ids, labels = source.index(d.train_split)
+    if d.label_subset is not None:
+        subset = match_subset(read_subset_file(d.label_subset), ids)
+        how = f"listed in {d.label_subset}"
+    else:
+        subset = class_balanced_subset(ids, labels, d.label_fraction, d.seed)
+        how = f"{100 * d.label_fraction:g}% per class, seed {d.seed}"
+    if chief:
+        tf.io.gfile.makedirs(config.run.model_dir)
+        write_subset_file(os.path.join(config.run.model_dir, SUBSET_FILE), subset)
+    logging.info("Training on %d of %d labelled examples (%s); ids in %s", len(subset),
+                 len(ids), how, os.path.join(config.run.model_dir, SUBSET_FILE))
+    return subset
 
 
 def _examples(source, split, data: DataConfig, ctx, subset=None, train=True):

@@ -17,8 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from simclr_tf import (builders, callbacks, distributed, evaluation, hardware,
-                       model as models, optimizers, pipeline, schedules, sources)
-from simclr_tf import config as config_lib
+                       model as models, optimizers, pipeline, run_dirs, schedules, sources)
 from simclr_tf.config import Config, ConfigError
 
 SUMMARY_DIR = "logs"
@@ -61,52 +60,25 @@ def _classifier_model(config: Config, source, fresh_encoder):
         try:
             path = callbacks.restore_parts(parts, config.run.init_checkpoint)
         except callbacks.CheckpointMismatch as error:
-            differs = _model_differences(config, config.run.init_checkpoint)
+            differs = run_dirs.architecture_differences(config.model,
+                                                        config.run.init_checkpoint)
             raise ConfigError(f"--init_checkpoint {config.run.init_checkpoint} is another "
                               f"architecture ({differs})" if differs else str(error)) from None
         logging.info("Initialised %s from %s", sorted(parts), path)
     return model
 
 
-ARCHITECTURE_FIELDS = ("depth", "width_multiplier", "sk_ratio", "cifar_stem",
-                       "proj_head_mode", "num_proj_layers", "proj_out_dim")
-
-
-def saved_config(run_dir):
-    """The config.json a run wrote into `run_dir` (a directory or a checkpoint prefix's
-    directory), or None."""
-    directory = run_dir if tf.io.gfile.isdir(run_dir) else os.path.dirname(run_dir)
-    path = os.path.join(directory, "config.json")
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return config_lib.from_dict(json.load(f))
-
-
 def _with_saved_model(config):
     """`--mode=eval`: the architecture (and input size) come from the run's own
     config.json, so model flags need not be repeated; data flags still choose what to
     evaluate on."""
-    saved = saved_config(config.run.model_dir)
-    if saved is None:
-        raise FileNotFoundError(f"no config.json in {config.run.model_dir}: --mode=eval "
-                                "needs the directory of a classifier run")
+    saved = run_dirs.required_config(config.run.model_dir)
     if saved.run.mode == "pretrain":
         raise ConfigError(f"{config.run.model_dir} is a pretraining run; --mode=eval "
                           "evaluates linear_eval, finetune or supervised runs (the "
                           "pretraining's kNN and probe accuracies are in its results.json)")
     return dataclasses.replace(config, model=saved.model, data=dataclasses.replace(
         config.data, image_size=saved.data.image_size))
-
-
-def _model_differences(config, run_dir):
-    """'depth 50 there, 18 here, ...' for the architecture settings that differ."""
-    saved = saved_config(run_dir)
-    if saved is None:
-        return ""
-    return ", ".join(f"--{name}={getattr(saved.model, name)} there, "
-                     f"{getattr(config.model, name)} here" for name in ARCHITECTURE_FIELDS
-                     if getattr(saved.model, name) != getattr(config.model, name))
 
 
 # --- The job ------------------------------------------------------------------------
@@ -163,8 +135,8 @@ def _eval_results(model, config, source):
     if not source.labeled or d.eval_split is None:
         return {}
     source.check_split(d.eval_split)
-    subset = _sample(source, d.eval_split, config.run.eval_steps * d.eval_batch_size, d.seed,
-                     "Evaluation")
+    subset = pipeline.sample_ids(source, d.eval_split,
+                                 config.run.eval_steps * d.eval_batch_size, d.seed, "Evaluation")
     dataset = pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size,
                                     subset=subset)
     if isinstance(model, models.PretrainModel):
@@ -177,26 +149,13 @@ def _eval_results(model, config, source):
             "eval_examples": metrics["examples"]}
 
 
-def _sample(source, split, size, seed, what):
-    """Ids of a seeded class-balanced sample of about `size` examples (None: the whole
-    split, when it is no larger), never the first `size` in storage order (which, for
-    a folder sorted by class, would hold the first classes only)."""
-    total = source.num_examples(split)
-    if size <= 0 or size >= total:
-        logging.info("%s: all %d examples of %r", what, total, split)
-        return None
-    ids, labels = source.index(split)
-    chosen = pipeline.class_balanced_subset(ids, labels, size / total, seed)
-    logging.info("%s: %d of %d examples of %r, class-balanced, seed %d", what, len(chosen),
-                 total, split, seed)
-    return chosen
-
-
 def _knn_datasets(config, source):
     d = config.data
-    bank_ids = _sample(source, d.train_split, config.run.knn_bank_size, d.seed, "kNN bank")
-    query_ids = _sample(source, d.eval_split, config.run.eval_steps * d.eval_batch_size,
-                        d.seed, "kNN queries")
+    bank_ids = pipeline.sample_ids(source, d.train_split, config.run.knn_bank_size, d.seed,
+                                   "kNN bank")
+    query_ids = pipeline.sample_ids(source, d.eval_split,
+                                    config.run.eval_steps * d.eval_batch_size, d.seed,
+                                    "kNN queries")
     bank = functools.partial(pipeline.eval_dataset, source, d.train_split, d,
                              d.eval_batch_size, subset=bank_ids)
     query = functools.partial(pipeline.eval_dataset, source, d.eval_split, d,
@@ -237,36 +196,11 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
     return model, results
 
 
-SUBSET_FILE = "label_subset.txt"
-
-
-def _label_subset(config, source, chief):
-    """The ids of the labelled examples to train on (None: all), chosen by identity and
-    written to model_dir/label_subset.txt, so every epoch, worker and rerun uses the
-    same examples and the file says which."""
-    d = config.data
-    if d.label_fraction >= 1.0 and d.label_subset is None:
-        return None
-    ids, labels = pipeline.read_ids_and_labels(source, d.train_split)
-    if d.label_subset is not None:
-        subset = pipeline.match_subset(pipeline.read_subset_file(d.label_subset), ids)
-        how = f"listed in {d.label_subset}"
-    else:
-        subset = pipeline.class_balanced_subset(ids, labels, d.label_fraction, d.seed)
-        how = f"{100 * d.label_fraction:g}% per class, seed {d.seed}"
-    if chief:
-        tf.io.gfile.makedirs(config.run.model_dir)
-        pipeline.write_subset_file(os.path.join(config.run.model_dir, SUBSET_FILE), subset)
-    logging.info("Training on %d of %d labelled examples (%s); ids in %s", len(subset),
-                 len(ids), how, os.path.join(config.run.model_dir, SUBSET_FILE))
-    return subset
-
-
 def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder=False):
     d, mode = config.data, config.run.mode
     if not source.labeled:
         raise sources.DataError(f"--mode={mode} needs labels, but {source.name} has none")
-    subset = _label_subset(config, source, distributed.is_chief(strategy))
+    subset = pipeline.label_subset(config, source, distributed.is_chief(strategy))
     num_train = source.num_examples(d.train_split) if subset is None else len(subset)
     total = steps_for(config, num_train)
     with strategy.scope():
@@ -369,7 +303,7 @@ def _run(config: Config, extra_callbacks):
     if chief:
         tf.io.gfile.makedirs(r.model_dir)
         # As asked (so a rerun on other hardware resolves afresh), plus what was used.
-        write_json_atomic(os.path.join(r.model_dir, "config.json"),
+        write_json_atomic(os.path.join(r.model_dir, run_dirs.CONFIG_FILE),
                           {**requested, "resolved": resolved})
     logging.info("%s on %s with %d replica(s)", r.mode, source.name,
                  strategy.num_replicas_in_sync)

@@ -175,7 +175,7 @@ def _image_index(views):
 def test_label_subset_is_the_same_examples_in_every_pass(tmp_path):
     index_of = _solid_folder(tmp_path)
     source = sources.open_source(f"folder:{tmp_path}")
-    ids, labels = pipeline.read_ids_and_labels(source, "train")
+    ids, labels = source.index("train")
     assert sorted(ids) == sorted(index_of)
     subset = pipeline.class_balanced_subset(ids, labels, 0.1, seed=0)
     assert len(subset) == 30
@@ -208,7 +208,7 @@ def test_input_pipelines_get_disjoint_shards_by_example_id(tmp_path):
 def test_subset_files_round_trip_and_unknown_ids_are_refused(tmp_path):
     index_of = _solid_folder(tmp_path / "images", classes=2, per_class=10)
     source = sources.open_source(f"folder:{tmp_path / 'images'}")
-    ids, _ = pipeline.read_ids_and_labels(source, "train")
+    ids, _ = source.index("train")
     path = tmp_path / "subset.txt"
     pipeline.write_subset_file(str(path), ["class1/img015.png", "class0/img003.png"])
     path.write_text("# a published list\n" + path.read_text() + "\nimg007.png\n")
@@ -266,7 +266,7 @@ def test_label_fraction_run_writes_its_subset_and_a_rerun_from_the_file_matches(
             model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
             optim=OptimConfig(optimizer="momentum", learning_rate=0.1, weight_decay=0.0))
         _, results = train.run(config)
-        return results, (tmp_path / name / train.SUBSET_FILE).read_text().split()
+        return results, (tmp_path / name / pipeline.SUBSET_FILE).read_text().split()
 
     results, chosen = linear_eval("fraction", label_fraction=0.2, seed=1)
     assert results["train_examples"] == len(chosen) == 8  # 2 of each class's 10
@@ -274,13 +274,13 @@ def test_label_fraction_run_writes_its_subset_and_a_rerun_from_the_file_matches(
     again, same = linear_eval("again", label_fraction=0.2, seed=1)
     assert same == chosen
     from_file, listed = linear_eval("from_file",
-                                    label_subset=str(tmp_path / "fraction" / train.SUBSET_FILE))
+                                    label_subset=str(tmp_path / "fraction" / pipeline.SUBSET_FILE))
     assert listed == chosen and from_file["train_examples"] == 8
 
 
 def test_tfds_examples_carry_their_dataset_ids(cifar_data_dir):
     source = sources.open_source("cifar10", cifar_data_dir, download=False)
-    ids, labels = pipeline.read_ids_and_labels(source, "test")
+    ids, labels = source.index("test")
     assert len(ids) == len(set(ids)) == 10000 and len(labels) == 10000
     assert all(i.startswith("test_") for i in ids[:100])
 

@@ -5,7 +5,7 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "simclr_tf"
 ORDER = [
-    "config", "hardware", "random_ops", "ablation_ops", "augment", "batch_augment", "batch_norm", "conv", "resnet",
+    "config", "hardware", "run_dirs", "random_ops", "ablation_ops", "augment", "batch_augment", "batch_norm", "conv", "resnet",
     "heads", "losses", "lars",
     "schedules", "distributed", "datasource", "tfds_source", "file_sources", "sources",
     "pipeline", "model", "optimizers", "evaluation", "builders", "callbacks", "export",
