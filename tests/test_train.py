@@ -285,3 +285,21 @@ def test_supervised_mode_trains_the_whole_network_from_scratch(tmp_path, cifar_d
     assert kernels and all(id(v) in trainable for v in kernels)
     means = [v.numpy() for v in model.encoder.variables if "moving_mean" in v.path]
     assert means and any(np.any(m != 0) for m in means)
+
+
+def test_float16_giving_up_on_skipped_batches_is_an_error(tmp_path, cifar_data_dir,
+                                                          monkeypatch):
+    import keras
+
+    class Skip(keras.callbacks.Callback):
+        """A batch whose update loss scaling skipped: the step count does not advance."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 3:
+                self.model.optimizer.iterations.assign_sub(1)
+
+    monkeypatch.setattr(train, "MAX_SKIPPED_STEPS", 0)
+    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4)
+    with pytest.raises(train.TrainingError, match=r"\d+ batches had non-finite gradients .*last good checkpoint"):
+        train.run(config, extra_callbacks=[Skip()])
+    assert not (tmp_path / "results.json").exists()
