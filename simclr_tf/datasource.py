@@ -38,13 +38,23 @@ class SkipCounter:
         return int(self.variable.numpy())
 
 
+def id_filter(ids):
+    """A predicate on an example id: whether it is one of `ids` (a hash table, so the
+    same examples pass in every pass whatever order they arrive in)."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(ids), tf.string),
+                                            tf.ones([len(ids)], tf.bool)), False)
+    return table.lookup
+
+
 @dataclasses.dataclass
 class Source:
     name: str
     num_classes: int  # 0 when unlabeled
     split_sizes: Mapping[str, int]
-    # (split, shuffle_files) -> dataset of {"image", "label", "id"}
-    load_fn: Callable[[str, bool], tf.data.Dataset]
+    # (split, shuffle_files, ids or None) -> dataset of {"image", "label", "id"}; with
+    # ids, only those examples, chosen before any image is decoded
+    load_fn: Callable[[str, bool, Optional[np.ndarray]], tf.data.Dataset]
     skipped: Optional[SkipCounter] = None  # sources that decode files count failures
     # split -> dataset of (id, label) without decoding images; None: read load_fn's
     index_fn: Optional[Callable[[str], tf.data.Dataset]] = None
@@ -54,15 +64,23 @@ class Source:
             raise DataError(f"{self.name}: no split {split!r}; available: "
                             f"{', '.join(sorted(self.split_sizes))}")
 
-    def load(self, split, shuffle_files=False):
+    def load(self, split, shuffle_files=False, ids=None):
+        """The split's examples; with `ids`, only those (by identity)."""
         self.check_split(split)
-        return self.load_fn(split, shuffle_files)
+        return self.load_fn(split, shuffle_files, ids)
 
     def index(self, split):
-        """(ids as str, labels int64) of every example of a split, in storage order."""
+        """(ids as str, labels int64) of every example of a split, in storage order; read
+        once per split (a run asks for it for the kNN bank, its queries and evaluation)."""
         self.check_split(split)
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if split not in cache:
+            cache[split] = self._read_index(split)
+        return cache[split]
+
+    def _read_index(self, split):
         ds = (self.index_fn(split) if self.index_fn is not None else
-              self.load_fn(split, False).map(lambda ex: (ex["id"], ex["label"])))
+              self.load_fn(split, False, None).map(lambda ex: (ex["id"], ex["label"])))
         ids, labels = [], []
         for batch_ids, batch_labels in ds.batch(8192):
             ids.extend(i.decode() for i in batch_ids.numpy())

@@ -17,7 +17,7 @@ import os
 
 import tensorflow as tf
 
-from simclr_tf.datasource import DataError, SkipCounter, Source
+from simclr_tf.datasource import DataError, SkipCounter, Source, id_filter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_DIRS = ("train", "test", "val", "validation")
@@ -115,10 +115,16 @@ def folder_source(root, strict=False):
     listing = {split: scan_split(path, classes) for split, path in split_roots.items()}
     counter = SkipCounter()
 
-    def load(split, shuffle_files):
+    def load(split, shuffle_files, wanted=None):
         paths, labels = listing[split]
+        ids = ids_of(split)
+        if wanted is not None:  # the listing is in memory: keep only those files
+            keep = set(wanted)
+            chosen = [i for i, name in enumerate(ids) if name in keep]
+            paths, labels, ids = ([x[i] for i in chosen] for x in (paths, labels, ids))
         records = tf.data.Dataset.from_tensor_slices(
-            (paths, {"label": tf.constant(labels, tf.int64), "id": tf.constant(ids_of(split))}))
+            (tf.constant(paths, tf.string), {"label": tf.constant(labels, tf.int64),
+                                             "id": tf.constant(ids, tf.string)}))
         if shuffle_files:
             records = records.shuffle(len(paths), reshuffle_each_iteration=True)
         return _decoded(records, strict, counter, is_path=True)
@@ -188,8 +194,12 @@ def tfrecord_source(pattern, strict=False):
             cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE).map(
                 parse, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def load(split, shuffle_files):
-        return _decoded(records(split, shuffle_files), strict, counter)
+    def load(split, shuffle_files, wanted=None):
+        parsed = records(split, shuffle_files)
+        if wanted is not None:  # before decoding
+            keep = id_filter(wanted)
+            parsed = parsed.filter(lambda _, fields: keep(fields["id"]))
+        return _decoded(parsed, strict, counter)
 
     def index(split):
         return records(split, False).map(lambda _, fields: (fields["id"], fields["label"]))

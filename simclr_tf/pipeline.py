@@ -133,12 +133,9 @@ def label_subset(config, source, chief):
 
 
 def _examples(source, split, data: DataConfig, ctx, subset=None, train=True):
-    ds = source.load(split, shuffle_files=train and subset is None and not data.deterministic)
-    if subset is not None:  # by identity: the same examples in every pass and on every worker
-        keep = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(list(subset), tf.string),
-                                                tf.ones([len(subset)], tf.bool)), False)
-        ds = ds.filter(lambda ex: keep.lookup(ex["id"]))
+    # A subset by identity: the same examples in every pass and on every worker.
+    ds = source.load(split, shuffle_files=train and subset is None and not data.deterministic,
+                     ids=subset)
     if ctx is not None and ctx.num_input_pipelines > 1:
         # By identity too: disjoint shards however the source interleaves its files.
         n, index = ctx.num_input_pipelines, ctx.input_pipeline_id

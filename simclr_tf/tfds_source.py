@@ -6,7 +6,7 @@ import urllib.parse
 
 import tensorflow as tf
 
-from simclr_tf.datasource import DataError, Source
+from simclr_tf.datasource import DataError, Source, id_filter
 
 
 class _SplitSizes(collections.abc.Mapping):
@@ -102,15 +102,23 @@ def tfds_source(name, data_dir=None, download=True, probe=reachable):
     # dataset's own id, else TFDS' per-record id.
     id_key = next((k for k in ("file_name", "id") if k in features), "tfds_id")
 
-    def load(split, shuffle_files):
+    image_feature = features["image"]
+
+    def load(split, shuffle_files, wanted=None):
+        # Images stay encoded until the id filter has run, so a sample of a large split
+        # decodes only its own images.
         ds = builder.as_dataset(split=split, shuffle_files=shuffle_files,
-                                read_config=tfds.ReadConfig(add_tfds_id=id_key == "tfds_id"))
+                                read_config=tfds.ReadConfig(add_tfds_id=id_key == "tfds_id"),
+                                decoders={"image": tfds.decode.SkipDecoding()})
+        if wanted is not None:
+            keep = id_filter(wanted)
+            ds = ds.filter(lambda example: keep(example[id_key]))
 
         def select(example):
             label = (tf.cast(example["label"], tf.int64) if has_label
                      else tf.constant(-1, tf.int64))
-            return {"image": _rgb(example["image"], channels), "label": label,
-                    "id": example[id_key]}
+            image = image_feature.decode_example(example["image"])
+            return {"image": _rgb(image, channels), "label": label, "id": example[id_key]}
 
         return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -134,7 +134,8 @@ def test_export_mode_from_a_training_run(tmp_path, cifar_data_dir):
                                   checkpoint_steps=2, eval_steps=1, knn_bank_size=64,
                                   strategy="one_device", precision="float32"),
                     data=DataConfig(dataset="cifar10", data_dir=cifar_data_dir, image_size=32,
-                                    batch_size=8, shuffle_buffer=64),
+                                    batch_size=8, shuffle_buffer=64,
+                                    train_split="train[:1000]", eval_split="test[:500]"),
                     model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
                     optim=OptimConfig(warmup_epochs=0))
     model, _ = train.run(config)

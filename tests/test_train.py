@@ -20,8 +20,11 @@ def tiny_config(model_dir, data_dir, **run):
     return Config(
         run=RunConfig(model_dir=str(model_dir), checkpoint_steps=2, eval_steps=2,
                       knn_bank_size=256, strategy="one_device", **run),
+        # Slices of CIFAR-10 (TFDS reads them natively): samples for kNN and evaluation
+        # are drawn by id from the whole split, so a small split keeps the runs small.
         data=DataConfig(dataset="cifar10", data_dir=data_dir, batch_size=16,
-                        eval_batch_size=64, shuffle_buffer=256),
+                        eval_batch_size=64, shuffle_buffer=256, train_split="train[:2000]",
+                        eval_split="test[:1000]"),
         model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
         augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
         optim=OptimConfig(learning_rate=0.5, warmup_epochs=0.0, weight_decay=1e-4),
@@ -64,7 +67,9 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
                      init_checkpoint=str(pre_dir))
     ft = _replace(_replace(ft, "data", label_fraction=0.01), "model", ft_proj_selector=1)
     clf, results = train.run(ft)
-    assert results["train_examples"] == 500  # 1% of 50,000, class-balanced
+    _, labels = train.sources.open_source("cifar10", cifar_data_dir).index("train[:2000]")
+    per_class = np.bincount(labels)
+    assert results["train_examples"] == sum(max(1, round(0.01 * n)) for n in per_class)
     assert not np.array_equal(clf.encoder.trainable_variables[0].numpy(), pretrained_kernel)
 
     ev = _replace(tiny_config(ft_dir, cifar_data_dir, mode="eval"), "model", ft_proj_selector=1)
@@ -245,14 +250,15 @@ def test_a_missing_eval_split_stops_every_mode_before_training(tmp_path):
     _solid_folder(tmp_path / "images", classes=2, per_class=4)  # labelled, train split only
     for mode in ("pretrain", "linear_eval", "supervised"):
         config = _replace(tiny_config(tmp_path / mode, None, mode=mode, train_steps=2),
-                          "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8)
+                          "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
+                          train_split="train", eval_split="test")
         with pytest.raises(train.sources.DataError, match="no eval split 'test'"):
             train.run(config)
         assert not list((tmp_path / mode).glob("ckpt-*"))
     # --eval_split= (None) trains without evaluation.
     config = _replace(tiny_config(tmp_path / "none", None, mode="pretrain", train_steps=2),
                       "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
-                      eval_split=None)
+                      train_split="train", eval_split=None)
     _, results = train.run(config)
     assert results["global_step"] == 2 and "knn_acc" not in results
 
@@ -263,7 +269,7 @@ def test_knn_bank_is_a_class_balanced_sample_not_the_first_examples(tmp_path):
     config = _replace(_replace(tiny_config(tmp_path, None, mode="pretrain"), "run",
                                knn_bank_size=10),
                       "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
-                      eval_split="train")
+                      train_split="train", eval_split="train")
     source = train.sources.open_source(config.data.dataset)
     bank, _ = train._knn_datasets(config, source)
     seen = np.concatenate([_image_index(b["image"].numpy()) for b in bank()])
