@@ -1,4 +1,4 @@
-"""Keras callbacks for long runs: atomic checkpoints, exact stop step, monitors.
+"""Keras callbacks for long runs: checkpoint saves, exact stop step, divergence, monitors.
 
 Training runs as `fit` "epochs" of `checkpoint_steps` steps; a checkpoint is written
 at the end of each, so a rerun resumes at the last one (optimizer state and step
@@ -6,8 +6,6 @@ included) and `StopAtStep` ends exactly at the requested step.
 """
 
 import math
-import os
-import shutil
 import time
 
 import keras
@@ -15,63 +13,6 @@ import tensorflow as tf
 from absl import logging
 
 from simclr_tf import evaluation
-
-
-class CheckpointManager:
-    """`tf.train.CheckpointManager` that is safe to kill at any moment.
-
-    TF writes checkpoint data under temporary names and updates the `checkpoint`
-    index file atomically after the data is complete, so a kill mid-save leaves the
-    previous checkpoint as the latest one. In a multi-worker run every worker saves
-    (the save may need collectives) but only the chief keeps its files.
-    """
-
-    def __init__(self, items, directory, max_to_keep=3, is_chief=True, worker_id=0):
-        self.checkpoint = tf.train.Checkpoint(**items)
-        self.is_chief = is_chief
-        self.directory = directory if is_chief else os.path.join(
-            directory, f".worker_tmp_{worker_id}")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
-                                                  max_to_keep=max_to_keep)
-
-    @property
-    def latest(self):
-        return self.manager.latest_checkpoint
-
-    def restore_latest(self):
-        """Restores the newest checkpoint; returns its path or None."""
-        path = self.manager.latest_checkpoint
-        if path:
-            self.checkpoint.restore(path).expect_partial()
-            logging.info("Resumed from %s", path)
-        return path
-
-    def save(self, step):
-        path = self.manager.save(checkpoint_number=step)
-        if not self.is_chief:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        return path
-
-
-class CheckpointMismatch(ValueError):
-    """The checkpoint's variables do not fit the objects (another architecture)."""
-
-
-def restore_parts(items, path):
-    """Initialises the given objects (e.g. encoder, projection head) from a checkpoint."""
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"no checkpoint in {path}")
-        path = latest
-    try:
-        status = tf.train.Checkpoint(**items).read(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointMismatch(f"{path} does not fit this model: {first}") from None
-    return path
 
 
 class NonFiniteLoss(keras.callbacks.Callback):
@@ -91,8 +32,9 @@ class NonFiniteLoss(keras.callbacks.Callback):
 
     def weights_finite(self):
         """True if every weight is finite; else marks the divergence and stops."""
-        finite = all(bool(tf.reduce_all(tf.math.is_finite(v)))
-                     for v in self.model.trainable_variables)
+        finite = all(
+            bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.model.trainable_variables
+        )
         if not finite and self.step is None:
             self._diverged()
         return finite
@@ -110,8 +52,9 @@ class SaveCheckpoint(keras.callbacks.Callback):
         self.last_saved = None
 
     def _save(self):
-        if self.guard is not None and (self.guard.step is not None
-                                       or not self.guard.weights_finite()):
+        if self.guard is not None and (
+            self.guard.step is not None or not self.guard.weights_finite()
+        ):
             return
         step = int(self.model.optimizer.iterations.numpy())
         if step != self.last_saved:
@@ -147,21 +90,12 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class TensorBoard(keras.callbacks.TensorBoard):
-    """Batch summaries on the optimizer's step axis, so a resumed run continues its
-    curves instead of restarting them at 0 (Keras 3.15 resets its private
-    `_global_train_batch` counter in every `fit`; tests/test_train.py checks the axis)."""
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._global_train_batch = int(self.model.optimizer.iterations.numpy())
-
-
 class KnnMonitor(keras.callbacks.Callback):
     """Adds `knn_acc` to the epoch logs every `every_epochs` fit epochs (0: never)."""
 
-    def __init__(self, bank_dataset_fn, query_dataset_fn, num_classes, every_epochs,
-                 k=200, temperature=0.1):
+    def __init__(
+        self, bank_dataset_fn, query_dataset_fn, num_classes, every_epochs, k=200, temperature=0.1
+    ):
         super().__init__()
         self.bank_dataset_fn = bank_dataset_fn
         self.query_dataset_fn = query_dataset_fn
@@ -172,9 +106,14 @@ class KnnMonitor(keras.callbacks.Callback):
 
     def evaluate(self):
         start = time.time()
-        self.last = evaluation.knn_accuracy(self.model.encoder, self.bank_dataset_fn(),
-                                     self.query_dataset_fn(), self.num_classes, self.k,
-                                     self.temperature)
+        self.last = evaluation.knn_accuracy(
+            self.model.encoder,
+            self.bank_dataset_fn(),
+            self.query_dataset_fn(),
+            self.num_classes,
+            self.k,
+            self.temperature,
+        )
         logging.info("kNN accuracy %.4f (%.1fs)", self.last, time.time() - start)
         return self.last
 

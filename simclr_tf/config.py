@@ -7,7 +7,6 @@ Each flag maps to exactly one field (a test checks the two sets match).
 
 import dataclasses
 import json
-from typing import Optional, Tuple
 
 MODES = ("pretrain", "linear_eval", "finetune", "supervised", "eval", "export")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -29,8 +28,8 @@ class AugmentConfig:
     """Parameters of the pretraining views (defaults: the paper's ImageNet setting)."""
 
     crop: bool = True
-    area_range: Tuple[float, float] = (0.08, 1.0)
-    aspect_range: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    area_range: tuple[float, float] = (0.08, 1.0)
+    aspect_range: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     flip: bool = True
     color_jitter_strength: float = 1.0
     color_jitter_prob: float = 0.8
@@ -43,9 +42,9 @@ class AugmentConfig:
     noise_prob: float = 0.0
     sobel_prob: float = 0.0
     color_drop_prob: float = 0.0
-    # Views made over whole batches (batch_augment.py: same distribution, far fewer
+    # Views made over whole batches (augment/batch_ops.py: same distribution, far fewer
     # ops); images of mixed sizes are cropped one by one first. Off, or with any
-    # ablation transform on, every view is made image by image (augment.py).
+    # ablation transform on, every view is made image by image (augment/image_ops.py).
     batched_augment: bool = True
     # The batched views' pixel arithmetic compiled by XLA (fused ops; the random values
     # are drawn outside it, so both settings give the same views up to rounding).
@@ -57,7 +56,7 @@ class ModelConfig:
     depth: int = 50
     width_multiplier: float = 1.0
     sk_ratio: float = 0.0
-    cifar_stem: Optional[bool] = None  # None: decided by image size (<= 32 px).
+    cifar_stem: bool | None = None  # None: decided by image size (<= 32 px).
     sync_bn: bool = False
     bn_momentum: float = 0.9
     matmul_kernel_grad: bool = True
@@ -90,14 +89,14 @@ class OptimConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar10"
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     train_split: str = "train"
-    eval_split: Optional[str] = "test"  # None (--eval_split=): no evaluation
+    eval_split: str | None = "test"  # None (--eval_split=): no evaluation
     image_size: int = 32
     batch_size: int = 256
     eval_batch_size: int = 256
     label_fraction: float = 1.0
-    label_subset: Optional[str] = None  # file of example ids, one per line
+    label_subset: str | None = None  # file of example ids, one per line
     seed: int = 0
     deterministic: bool = False
     cache: bool = False
@@ -113,10 +112,10 @@ class RunConfig:
     train_steps: int = 0  # > 0 overrides train_epochs.
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
-    init_checkpoint: Optional[str] = None
+    init_checkpoint: str | None = None
     strategy: str = "default"
     num_logical_devices: int = 0
-    tpu: Optional[str] = None
+    tpu: str | None = None
     precision: str = "auto"  # hardware.py: bf16 only where it is native
     jit_compile: bool = False
     eval_steps: int = 0  # 0: the whole eval split.
@@ -125,7 +124,7 @@ class RunConfig:
     knn_temperature: float = 0.1
     knn_bank_size: int = 10000
     summary_steps: int = 50
-    export_dir: Optional[str] = None
+    export_dir: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

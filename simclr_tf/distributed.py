@@ -1,18 +1,12 @@
 """Strategy construction: one device, Mirrored, MultiWorkerMirrored or TPU."""
 
-import itertools
 import json
 import os
 
 import tensorflow as tf
 
+from simclr_tf import keras_compat
 from simclr_tf.config import ConfigError
-
-# Collective group keys start at 1 in every MirroredStrategy; two strategies of
-# different sizes in one process then collide ("joining a group with size 4, but that
-# group has size 2"). Giving each strategy its own key range lets a process (a test
-# session, a notebook) build several.
-_key_bases = itertools.count(0, 10_000)
 
 
 def split_cpu(num_devices):
@@ -22,18 +16,15 @@ def split_cpu(num_devices):
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)]
+        )
     except RuntimeError as error:  # TF already initialised: enough devices will do.
         existing = len(tf.config.list_logical_devices("CPU"))
         if existing < num_devices:
             raise RuntimeError(
                 f"cannot split the CPU into {num_devices} devices after TensorFlow started "
-                f"({existing} exist)") from error
-
-
-def mirrored(devices=None):
-    tf.distribute.MirroredStrategy._collective_key_base = next(_key_bases)
-    return tf.distribute.MirroredStrategy(devices)
+                f"({existing} exist)"
+            ) from error
 
 
 def _local_devices(limit=0):
@@ -58,7 +49,7 @@ def make_strategy(name, tpu=None, num_devices=0):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0])
     if name == "mirrored":
-        return mirrored(devices)
+        return keras_compat.mirrored_strategy(devices)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)

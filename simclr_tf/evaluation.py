@@ -27,16 +27,16 @@ def extract_features(encoder, dataset):
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def knn_predict(bank, bank_labels, queries, num_classes, k=200, temperature=0.1,
-                chunk=1024):
+def knn_predict(bank, bank_labels, queries, num_classes, k=200, temperature=0.1, chunk=1024):
     """Predicted class of each query (all inputs L2-normalised)."""
     bank = tf.constant(bank, tf.float32)
     one_hot_bank = tf.one_hot(tf.constant(bank_labels, tf.int32), num_classes)
     k = min(k, bank.shape[0])
     predictions = []
     for start in range(0, len(queries), chunk):
-        sims = tf.matmul(tf.constant(queries[start:start + chunk], tf.float32), bank,
-                         transpose_b=True)
+        sims = tf.matmul(
+            tf.constant(queries[start : start + chunk], tf.float32), bank, transpose_b=True
+        )
         top_sims, top_idx = tf.math.top_k(sims, k=k)
         weights = tf.exp(top_sims / temperature)
         votes = tf.reduce_sum(tf.gather(one_hot_bank, top_idx) * weights[..., None], axis=1)
@@ -70,5 +70,8 @@ def classification_metrics(model, dataset, logits_key="logits"):
         loss_sum += float(-log_probs[np.arange(len(labels)), labels].sum())
         correct += int((logits.argmax(axis=1) == labels).sum())
         total += len(labels)
-    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1),
-            "examples": total}
+    return {
+        "accuracy": correct / max(total, 1),
+        "loss": loss_sum / max(total, 1),
+        "examples": total,
+    }

@@ -17,10 +17,20 @@ import os
 import keras
 import tensorflow as tf
 
-from simclr_tf import augment, builders, callbacks, run_dirs
+from simclr_tf import checkpoints, run_dirs
+from simclr_tf.augment import image_ops
+from simclr_tf.models import builders
 
-ENDPOINT_KEYS = ("final_avg_pool", "block_group1", "block_group2", "block_group3",
-                 "block_group4", "proj_head_output", "logits", "probabilities")
+ENDPOINT_KEYS = (
+    "final_avg_pool",
+    "block_group1",
+    "block_group2",
+    "block_group3",
+    "block_group4",
+    "proj_head_output",
+    "logits",
+    "probabilities",
+)
 
 
 def _outputs(model, images, training):
@@ -41,12 +51,16 @@ class ExportModule(tf.Module):
         self.model = model
         self.image_size = image_size
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
-        self.serve = tf.function(lambda images: _outputs(self.model, images, False),
-                                 input_signature=[spec])
-        self.features_training = tf.function(lambda images: _outputs(self.model, images, True),
-                                             input_signature=[spec])
-        self.serve_bytes = tf.function(self._serve_bytes, input_signature=[
-            tf.TensorSpec([None], tf.string, name="encoded_images")])
+        self.serve = tf.function(
+            lambda images: _outputs(self.model, images, False), input_signature=[spec]
+        )
+        self.features_training = tf.function(
+            lambda images: _outputs(self.model, images, True), input_signature=[spec]
+        )
+        self.serve_bytes = tf.function(
+            self._serve_bytes,
+            input_signature=[tf.TensorSpec([None], tf.string, name="encoded_images")],
+        )
         self.__call__ = tf.function(self._call)
         # The TF Hub reusable-SavedModel attributes.
         # The tf.Variables under the Keras wrappers: tracking the wrappers leaves the
@@ -61,10 +75,11 @@ class ExportModule(tf.Module):
 
         def preprocess(contents):
             image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-            return augment.eval_view(image, size, size)
+            return image_ops.eval_view(image, size, size)
 
-        images = tf.map_fn(preprocess, encoded,
-                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        images = tf.map_fn(
+            preprocess, encoded, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32)
+        )
         return _outputs(self.model, images, False)
 
     def _call(self, images, training=False):
@@ -77,11 +92,26 @@ class ExportModule(tf.Module):
 
 
 def export_saved_model(model, image_size, export_dir):
-    """Writes the SavedModel to `export_dir` atomically (temp dir, then rename)."""
+    """Writes a model as a SavedModel with serving signatures and the TF Hub API.
+
+    Written to a temporary directory and renamed, so an interrupted export never
+    leaves a half-written `export_dir`.
+
+    Args:
+      model: a `PretrainModel` or `ClassifierModel` (its call returns the endpoint dict).
+      image_size: the side of the square float images the signatures take.
+      export_dir: where to write (replaced if it exists).
+
+    Returns:
+      `export_dir`.
+    """
     module = ExportModule(model, image_size)
     module.trace_hub_call()
-    signatures = {"serving_default": module.serve, "serving_bytes": module.serve_bytes,
-                  "features_training": module.features_training}
+    signatures = {
+        "serving_default": module.serve,
+        "serving_bytes": module.serve_bytes,
+        "features_training": module.features_training,
+    }
     tmp = export_dir.rstrip("/") + f".tmp-{os.getpid()}"
     if tf.io.gfile.exists(tmp):
         tf.io.gfile.rmtree(tmp)
@@ -90,7 +120,6 @@ def export_saved_model(model, image_size, export_dir):
         tf.io.gfile.rmtree(export_dir)
     tf.io.gfile.rename(tmp, export_dir)
     return export_dir
-
 
 
 def export_from_config(config):
@@ -106,23 +135,19 @@ def export_from_config(config):
     keras.mixed_precision.set_global_policy("float32")
     try:
         if run_config.run.mode == "pretrain":
-            num_classes = _checkpoint_classes(checkpoint, "probe") if "probe" in names else 0
+            num_classes = checkpoints.head_classes(checkpoint, "probe") if "probe" in names else 0
             model = builders.pretrain_model(run_config, num_classes)
         else:
-            model = builders.classifier_model(run_config,
-                                              _checkpoint_classes(checkpoint, "linear_head"))
+            model = builders.classifier_model(
+                run_config, checkpoints.head_classes(checkpoint, "linear_head")
+            )
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    parts = {k: v for k, v in builders.checkpoint_items(model).items() if k != "optimizer"}
-    callbacks.restore_parts(parts, checkpoint)
+    checkpoints.restore_model(model, checkpoint)
     export_dir = config.run.export_dir or os.path.join(model_dir, "export")
     export_saved_model(model, run_config.data.image_size, export_dir)
-    return {"export_dir": export_dir, "checkpoint": checkpoint,
-            "image_size": run_config.data.image_size}
-
-
-def _checkpoint_classes(checkpoint, head):
-    for name, shape in tf.train.list_variables(checkpoint):
-        if name.startswith(head + "/") and len(shape) == 1 and "OPTIMIZER" not in name:
-            return shape[0]
-    raise ValueError(f"{checkpoint} has no {head} bias")
+    return {
+        "export_dir": export_dir,
+        "checkpoint": checkpoint,
+        "image_size": run_config.data.image_size,
+    }

@@ -21,26 +21,42 @@ kernels fail to build (`bf16_blocked`).
 
 import dataclasses
 import os
-from typing import Optional, Tuple
 
 from simclr_tf.config import ConfigError
 
 # oneDNN's ISA limits in increasing order, with the aliases it accepts
 # (oneDNN's `dnnl_cpu_isa_t`).
-ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
-               "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX10_1_512", "AVX10_1_512_AMX",
-               "AVX10_1_512_AMX_FP16")
-_ONEDNN_ALIASES = {"AVX512_CORE_FP16": "AVX10_1_512", "AVX512_CORE_AMX": "AVX10_1_512_AMX",
-                   "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16"}
+ONEDNN_ISAS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+)
+_ONEDNN_ALIASES = {
+    "AVX512_CORE_FP16": "AVX10_1_512",
+    "AVX512_CORE_AMX": "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16": "AVX10_1_512_AMX_FP16",
+}
 # The lowest oneDNN limit at which each CPU feature is used.
-_FEATURE_ISA = {"avx_vnni": "AVX2_VNNI", "avx512_vnni": "AVX512_CORE_VNNI",
-                "avx512_bf16": "AVX512_CORE_BF16", "amx_tile": "AVX10_1_512_AMX",
-                "amx_int8": "AVX10_1_512_AMX", "amx_bf16": "AVX10_1_512_AMX"}
+_FEATURE_ISA = {
+    "avx_vnni": "AVX2_VNNI",
+    "avx512_vnni": "AVX512_CORE_VNNI",
+    "avx512_bf16": "AVX512_CORE_BF16",
+    "amx_tile": "AVX10_1_512_AMX",
+    "amx_int8": "AVX10_1_512_AMX",
+    "amx_bf16": "AVX10_1_512_AMX",
+}
 # CPU features with which TensorFlow turns oneDNN on by itself (TF 2.9 release notes:
 # "CPUs with neural-network-focused hardware features such as AVX512_VNNI, AVX512_BF16,
 # AMX").
-_TF_ONEDNN_FEATURES = ("avx_vnni", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-                       "amx_bf16")
+_TF_ONEDNN_FEATURES = ("avx_vnni", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 # Ratings of the CPU flags benchmark tables record.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 # Whether `use_onednn_on_avx2` changed TensorFlow's default in this process.
@@ -55,9 +71,9 @@ class Hardware:
     cpu_model: str = "unknown"
     cpu_flags: frozenset = frozenset()
     cores: int = 1
-    onednn_max_isa: Optional[str] = None  # ONEDNN_MAX_CPU_ISA, upper-cased; None: no cap
-    gpu_capabilities: Tuple[Tuple[int, int], ...] = ()  # one (major, minor) per GPU
-    onednn_opts: Optional[str] = None  # TF_ENABLE_ONEDNN_OPTS as the run sees it
+    onednn_max_isa: str | None = None  # ONEDNN_MAX_CPU_ISA, upper-cased; None: no cap
+    gpu_capabilities: tuple[tuple[int, int], ...] = ()  # one (major, minor) per GPU
+    onednn_opts: str | None = None  # TF_ENABLE_ONEDNN_OPTS as the run sees it
 
     def cpu_has(self, feature):
         """The CPU has `feature` and oneDNN is allowed to use it."""
@@ -82,8 +98,12 @@ class Hardware:
         """bf16 cannot run: the CPU has it, so TensorFlow sends bf16 ops to oneDNN, but
         ONEDNN_MAX_CPU_ISA keeps oneDNN from it (its kernels fail to build)."""
         has = bool({"avx512_bf16", "amx_bf16"} & self.cpu_flags)
-        return (self.accelerator == "cpu" and has and not self.native_bf16_cpu
-                and self.onednn_opts != "0")
+        return (
+            self.accelerator == "cpu"
+            and has
+            and not self.native_bf16_cpu
+            and self.onednn_opts != "0"
+        )
 
     @property
     def cpu_kind(self):
@@ -94,12 +114,16 @@ class Hardware:
 
     def describe(self):
         """A JSON-ready record for config.json and benchmark results."""
-        return {"accelerator": self.accelerator, "cpu_model": self.cpu_model,
-                "cpu_kind": self.cpu_kind, "cores": self.cores,
-                "isa_flags": [f for f in ISA_FLAGS if f in self.cpu_flags],
-                "onednn_max_cpu_isa": self.onednn_max_isa,
-                "tf_enable_onednn_opts": self.onednn_opts,
-                "gpu_capabilities": [f"{a}.{b}" for a, b in self.gpu_capabilities]}
+        return {
+            "accelerator": self.accelerator,
+            "cpu_model": self.cpu_model,
+            "cpu_kind": self.cpu_kind,
+            "cores": self.cores,
+            "isa_flags": [f for f in ISA_FLAGS if f in self.cpu_flags],
+            "onednn_max_cpu_isa": self.onednn_max_isa,
+            "tf_enable_onednn_opts": self.onednn_opts,
+            "gpu_capabilities": [f"{a}.{b}" for a, b in self.gpu_capabilities],
+        }
 
 
 def _isa_rank(isa):
@@ -163,9 +187,15 @@ def detect(strategy="default", environ=None, cpuinfo_path="/proc/cpuinfo"):
             details = tf.config.experimental.get_device_details(gpu)
             capabilities.append(tuple(details.get("compute_capability", (0, 0))))
     accelerator = "tpu" if strategy == "tpu" else "gpu" if capabilities else "cpu"
-    return Hardware(accelerator, model, cpu_flags, os.cpu_count() or 1,
-                    limit.upper() if limit else None, tuple(capabilities),
-                    environ.get("TF_ENABLE_ONEDNN_OPTS"))
+    return Hardware(
+        accelerator,
+        model,
+        cpu_flags,
+        os.cpu_count() or 1,
+        limit.upper() if limit else None,
+        tuple(capabilities),
+        environ.get("TF_ENABLE_ONEDNN_OPTS"),
+    )
 
 
 def auto_precision(hw: Hardware):
@@ -183,17 +213,21 @@ def auto_precision(hw: Hardware):
     if hw.native_bf16_cpu:
         feature = "AMX" if hw.cpu_has("amx_bf16") else "AVX-512 BF16"
         return "mixed_bfloat16", f"CPU with {feature}: native bf16 dot products"
-    capped = (f" (ONEDNN_MAX_CPU_ISA={hw.onednn_max_isa})"
-              if hw.onednn_max_isa and "avx512_bf16" in hw.cpu_flags else "")
-    return "float32", (f"CPU without AVX-512 BF16 or AMX{capped}: bf16 would be emulated, "
-                       "several times slower than float32")
+    capped = (
+        f" (ONEDNN_MAX_CPU_ISA={hw.onednn_max_isa})"
+        if hw.onednn_max_isa and "avx512_bf16" in hw.cpu_flags
+        else ""
+    )
+    return "float32", (
+        f"CPU without AVX-512 BF16 or AMX{capped}: bf16 would be emulated, "
+        "several times slower than float32"
+    )
 
 
 def matmul_kernel_grad_applies(hw: Hardware):
     """Where `conv.py`'s bf16 patch-matmul kernel gradient was measured to pay: a CPU
     with AVX-512 BF16 but no AMX (Zen 4). Never on GPU/TPU, AMX or emulated bf16."""
-    return (hw.accelerator == "cpu" and hw.cpu_has("avx512_bf16")
-            and not hw.cpu_has("amx_bf16"))
+    return hw.accelerator == "cpu" and hw.cpu_has("avx512_bf16") and not hw.cpu_has("amx_bf16")
 
 
 def resolve(precision, matmul_kernel_grad, hw: Hardware):
@@ -208,8 +242,14 @@ def resolve(precision, matmul_kernel_grad, hw: Hardware):
             f"bf16 cannot run here: ONEDNN_MAX_CPU_ISA={hw.onednn_max_isa} keeps oneDNN "
             "from this CPU's bf16 instructions, which TensorFlow still sends bf16 ops to; "
             "use --precision=float32 (or auto), unset the limit, or set "
-            "TF_ENABLE_ONEDNN_OPTS=0")
-    kernel_grad = bool(matmul_kernel_grad and chosen == "mixed_bfloat16"
-                       and matmul_kernel_grad_applies(hw))
-    return {"precision": chosen, "precision_reason": reason,
-            "matmul_kernel_grad": kernel_grad, "hardware": hw.describe()}
+            "TF_ENABLE_ONEDNN_OPTS=0"
+        )
+    kernel_grad = bool(
+        matmul_kernel_grad and chosen == "mixed_bfloat16" and matmul_kernel_grad_applies(hw)
+    )
+    return {
+        "precision": chosen,
+        "precision_reason": reason,
+        "matmul_kernel_grad": kernel_grad,
+        "hardware": hw.describe(),
+    }

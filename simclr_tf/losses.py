@@ -47,8 +47,14 @@ def _views(z1, z2, normalize):
     n = tf.shape(z1)[0]
     n_all = tf.shape(z1_all)[0]
     own = tf.range(n) + replica * n  # index of each local view in its global half
-    return _Views(z1, z2_all, tf.concat([z1, z2], axis=0), tf.concat([z1_all, z2_all], axis=0),
-                  tf.concat([own + n_all, own], axis=0), tf.concat([own, own + n_all], axis=0))
+    return _Views(
+        z1,
+        z2_all,
+        tf.concat([z1, z2], axis=0),
+        tf.concat([z1_all, z2_all], axis=0),
+        tf.concat([own + n_all, own], axis=0),
+        tf.concat([own, own + n_all], axis=0),
+    )
 
 
 def contrastive_logits(z1, z2, temperature, normalize=True):
@@ -59,8 +65,7 @@ def contrastive_logits(z1, z2, temperature, normalize=True):
     """
     v = _views(z1, z2, normalize)
     logits = tf.matmul(v.anchors, v.candidates, transpose_b=True) / temperature
-    logits -= LARGE_NUM * tf.one_hot(v.self_index, tf.shape(v.candidates)[0],
-                                     dtype=logits.dtype)
+    logits -= LARGE_NUM * tf.one_hot(v.self_index, tf.shape(v.candidates)[0], dtype=logits.dtype)
     n, n_all = tf.shape(v.z1)[0], tf.shape(v.z2_all)[0]
     return logits, v.positive, logits[:n, n_all:]
 
@@ -100,12 +105,14 @@ def _blockwise_cross_entropy(anchors, candidates, positive, self_index, temperat
         def forward(args):
             a, pos, own = args
             logits = _masked_logits(a, candidates, own, temperature)
-            return (tf.reduce_logsumexp(logits, axis=1)
-                    - tf.gather(logits, pos, axis=1, batch_dims=1))
+            return tf.reduce_logsumexp(logits, axis=1) - tf.gather(
+                logits, pos, axis=1, batch_dims=1
+            )
 
         blocks = (_blocks(anchors, block), _blocks(positive, block), _blocks(self_index, block))
-        per_anchor = tf.map_fn(forward, blocks, fn_output_signature=tf.float32,
-                               parallel_iterations=1)
+        per_anchor = tf.map_fn(
+            forward, blocks, fn_output_signature=tf.float32, parallel_iterations=1
+        )
         per_anchor = tf.reshape(per_anchor, [-1])[:rows]
 
         def grad(upstream):
@@ -113,16 +120,22 @@ def _blockwise_cross_entropy(anchors, candidates, positive, self_index, temperat
                 a, pos, own, g = (blocks[0][i], blocks[1][i], blocks[2][i], upstream_blocks[i])
                 probs = tf.nn.softmax(_masked_logits(a, candidates, own, temperature))
                 d_logits = (probs - tf.one_hot(pos, tf.shape(candidates)[0])) * (
-                    g[:, None] / temperature)
-                return (i + 1, d_anchors.write(i, tf.matmul(d_logits, candidates)),
-                        d_candidates + tf.matmul(d_logits, a, transpose_a=True))
+                    g[:, None] / temperature
+                )
+                return (
+                    i + 1,
+                    d_anchors.write(i, tf.matmul(d_logits, candidates)),
+                    d_candidates + tf.matmul(d_logits, a, transpose_a=True),
+                )
 
             upstream_blocks = _blocks(upstream, block)
             count = tf.shape(upstream_blocks)[0]
             _, d_anchors, d_candidates = tf.while_loop(
-                lambda i, *_: i < count, backward,
+                lambda i, *_: i < count,
+                backward,
                 (0, tf.TensorArray(tf.float32, size=count), tf.zeros_like(candidates)),
-                parallel_iterations=1)
+                parallel_iterations=1,
+            )
             d_anchors = tf.reshape(d_anchors.stack(), [-1, tf.shape(anchors)[1]])[:rows]
             return d_anchors, d_candidates
 
@@ -141,31 +154,50 @@ def _blockwise_metrics(z1, z2_all, temperature, block):
     def per_row(args):
         a, label = args
         logits = tf.matmul(a, z2_all, transpose_b=True) / temperature
-        correct = tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), label),
-                          tf.float32)
+        correct = tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), label), tf.float32)
         probs = tf.nn.softmax(logits, axis=1)
         entropy = -tf.reduce_sum(probs * tf.math.log(probs + 1e-8), axis=1)
         return tf.stack([correct, entropy], axis=1)
 
-    rows = tf.map_fn(per_row, (_blocks(tf.stop_gradient(z1), block), _blocks(labels, block)),
-                     fn_output_signature=tf.float32, parallel_iterations=1)
+    rows = tf.map_fn(
+        per_row,
+        (_blocks(tf.stop_gradient(z1), block), _blocks(labels, block)),
+        fn_output_signature=tf.float32,
+        parallel_iterations=1,
+    )
     rows = tf.reshape(rows, [-1, 2])[:n]
-    return {"contrast_acc": tf.reduce_mean(rows[:, 0]),
-            "contrast_entropy": tf.reduce_mean(rows[:, 1])}
+    return {
+        "contrast_acc": tf.reduce_mean(rows[:, 0]),
+        "contrast_entropy": tf.reduce_mean(rows[:, 1]),
+    }
 
 
 def nt_xent(z1, z2, temperature, normalize=True, block_rows=BLOCK_ROWS):
     """NT-Xent: softmax cross-entropy of each anchor's positive among 2N-1 others.
 
-    Returns `(loss, metrics)`: the mean over the local 2n anchors and a dict with
-    `contrast_acc` and `contrast_entropy` (over the cross-view logits). The logits
-    are formed `block_rows` anchors at a time.
+    In a replica context the views of every replica are gathered, so each local anchor
+    sees all 2N - 2 negatives of the global batch; the logits are formed `block_rows`
+    anchors at a time, forward and backward.
+
+    Args:
+      z1, z2: float [n, d], the local batch's first and second views' projections
+        (any float dtype; computed in float32).
+      temperature: the softmax temperature tau (0.1 to 0.5 in the paper).
+      normalize: L2-normalise z first (cosine similarity), as the paper does.
+      block_rows: anchors per logits block (memory: block_rows x 2N floats).
+
+    Returns:
+      (loss, metrics): the float32 scalar mean over the local 2n anchors, and
+      {"contrast_acc", "contrast_entropy"} float32 scalars over the cross-view logits.
     """
     v = _views(z1, z2, normalize)
-    per_anchor = _blockwise_cross_entropy(v.anchors, v.candidates, v.positive, v.self_index,
-                                          temperature, block_rows)
-    return (tf.reduce_mean(per_anchor),
-            _blockwise_metrics(v.z1, tf.stop_gradient(v.z2_all), temperature, block_rows))
+    per_anchor = _blockwise_cross_entropy(
+        v.anchors, v.candidates, v.positive, v.self_index, temperature, block_rows
+    )
+    return (
+        tf.reduce_mean(per_anchor),
+        _blockwise_metrics(v.z1, tf.stop_gradient(v.z2_all), temperature, block_rows),
+    )
 
 
 def _positive_and_negative_mask(logits, positive):

@@ -21,19 +21,19 @@ HELP = {
     "checkpoint_steps": "Save a checkpoint every this many steps (also the progress-bar loop).",
     "keep_checkpoints": "How many recent checkpoints to keep.",
     "init_checkpoint": "Pretraining checkpoint (file prefix or directory) to start "
-                       "linear_eval / finetune from.",
+    "linear_eval / finetune from.",
     "strategy": "default (all local devices), one_device, mirrored, multi_worker "
-                "(reads TF_CONFIG) or tpu.",
+    "(reads TF_CONFIG) or tpu.",
     "num_logical_devices": "Use this many local devices; on a CPU-only host, split the CPU "
-                           "into that many logical devices (for testing).",
+    "into that many logical devices (for testing).",
     "tpu": "TPU address for --strategy=tpu.",
     "precision": "auto (bf16 where the hardware runs it natively: AVX-512 BF16 or AMX "
-                 "CPUs, GPUs of compute capability 8.0+, TPUs; float16 on older tensor-core "
-                 "GPUs; else float32), float32, mixed_bfloat16 or mixed_float16.",
+    "CPUs, GPUs of compute capability 8.0+, TPUs; float16 on older tensor-core "
+    "GPUs; else float32), float32, mixed_bfloat16 or mixed_float16.",
     "jit_compile": "Compile the train step with XLA.",
     "eval_steps": "Eval batches to use (0: the whole eval split).",
     "knn_every_epochs": "Run the kNN monitor every this many epochs while pretraining (0: "
-                        "only at the end).",
+    "only at the end).",
     "knn_k": "Neighbours for the kNN monitor.",
     "knn_temperature": "Vote temperature for the kNN monitor.",
     "knn_bank_size": "Train examples in the kNN feature bank.",
@@ -47,10 +47,10 @@ HELP = {
     "batch_size": "Global batch size (all replicas).",
     "eval_batch_size": "Global eval batch size.",
     "label_fraction": "Fraction of labels for finetune / linear_eval (class-balanced, e.g. "
-                      "0.01, 0.1); the ids chosen are written to model_dir/label_subset.txt.",
+    "0.01, 0.1); the ids chosen are written to model_dir/label_subset.txt.",
     "label_subset": "File of the example ids to train on, one per line (a run's "
-                    "label_subset.txt, or SimCLR's ImageNet 1percent.txt / 10percent.txt, "
-                    "matched by file name).",
+    "label_subset.txt, or SimCLR's ImageNet 1percent.txt / 10percent.txt, "
+    "matched by file name).",
     "seed": "Seed for weight initialisation, shuffling, augmentation and label subsets.",
     "deterministic": "Make the input pipeline deterministic (slower).",
     "cache": "Cache decoded examples in memory.",
@@ -63,15 +63,15 @@ HELP = {
     "sync_bn": "Synchronise batch-norm statistics across replicas (global BN).",
     "bn_momentum": "Batch-norm moving-average momentum.",
     "matmul_kernel_grad": "In bf16 on a CPU with AVX-512 BF16 and no AMX (where it was "
-                          "measured to pay), compute a conv's kernel gradient as one matmul "
-                          "over patches for small outputs (a ResNet's last stage on 32 px "
-                          "images). Off everywhere else whatever this says.",
+    "measured to pay), compute a conv's kernel gradient as one matmul "
+    "over patches for small outputs (a ResNet's last stage on 32 px "
+    "images). Off everywhere else whatever this says.",
     "proj_head_mode": "nonlinear, linear or none.",
     "num_proj_layers": "Layers of the nonlinear projection head (v1: 2, v2: 3).",
     "proj_out_dim": "Output width of the projection head.",
     "ft_proj_selector": "Projection-head layer the classifier reads (0: the encoder output).",
     "fine_tune_after_block": "Freeze the encoder up to this block group when fine-tuning "
-                             "(-1: train everything, 0: freeze the stem).",
+    "(-1: train everything, 0: freeze the stem).",
     "linear_probe": "Train a stop-gradient linear probe during pretraining.",
     "crop": "Random resized crop.",
     "area_range": "Crop area range, as a fraction of the image.",
@@ -88,9 +88,9 @@ HELP = {
     "sobel_prob": "Ablation: probability of Sobel filtering.",
     "color_drop_prob": "Ablation: probability of colour drop.",
     "batched_augment": "Make the views over whole batches (same distribution, far fewer ops; "
-                       "mixed-size images are cropped one by one first). Off: image by image.",
+    "mixed-size images are cropped one by one first). Off: image by image.",
     "augment_jit_compile": "Compile the batched views' pixel arithmetic with XLA (same "
-                           "views up to rounding, about half the input pipeline's CPU).",
+    "views up to rounding, about half the input pipeline's CPU).",
     "loss": "nt_xent, nt_logistic or margin_triplet.",
     "temperature": "Contrastive temperature.",
     "hidden_norm": "L2-normalise projections before the loss.",
@@ -103,9 +103,13 @@ HELP = {
     "momentum": "Optimizer momentum.",
 }
 ENUMS = {
-    "mode": cfg.MODES, "strategy": cfg.STRATEGIES, "precision": cfg.PRECISIONS,
-    "optimizer": cfg.OPTIMIZERS, "lr_scaling": cfg.LR_SCALINGS,
-    "proj_head_mode": cfg.PROJ_HEAD_MODES, "loss": cfg.LOSSES,
+    "mode": cfg.MODES,
+    "strategy": cfg.STRATEGIES,
+    "precision": cfg.PRECISIONS,
+    "optimizer": cfg.OPTIMIZERS,
+    "lr_scaling": cfg.LR_SCALINGS,
+    "proj_head_mode": cfg.PROJ_HEAD_MODES,
+    "loss": cfg.LOSSES,
     "jitter_version": cfg.JITTER_VERSIONS,
 }
 SECTIONS = {f.name: f.type for f in dataclasses.fields(cfg.Config)}
@@ -152,8 +156,9 @@ def _value(field, raw):
 def config_from_flags(values) -> cfg.Config:
     parts = {}
     for section_name, section in SECTIONS.items():
-        parts[section_name] = section(**{
-            f.name: _value(f, getattr(values, f.name)) for f in dataclasses.fields(section)})
+        parts[section_name] = section(
+            **{f.name: _value(f, getattr(values, f.name)) for f in dataclasses.fields(section)}
+        )
     return cfg.Config(**parts)
 
 
@@ -164,8 +169,10 @@ def validate(c: cfg.Config):
         (c.model.width_multiplier > 0, "--width_multiplier must be > 0"),
         (c.model.sk_ratio >= 0, "--sk_ratio must be >= 0"),
         (c.data.image_size >= 8, "--image_size must be at least 8"),
-        (c.data.batch_size >= 2, "--batch_size must be at least 2 (one positive pair "
-                                 "needs negatives)"),
+        (
+            c.data.batch_size >= 2,
+            "--batch_size must be at least 2 (one positive pair needs negatives)",
+        ),
         (c.data.eval_batch_size >= 1, "--eval_batch_size must be >= 1"),
         (0 < c.data.label_fraction <= 1, "--label_fraction must be in (0, 1]"),
         (c.loss.temperature > 0, "--temperature must be > 0"),
@@ -173,14 +180,18 @@ def validate(c: cfg.Config):
         (c.optim.weight_decay >= 0, "--weight_decay must be >= 0"),
         (0 <= c.optim.momentum < 1, "--momentum must be in [0, 1)"),
         (c.optim.warmup_epochs >= 0, "--warmup_epochs must be >= 0"),
-        (c.run.train_epochs > 0 or c.run.train_steps > 0,
-         "set --train_epochs > 0 or --train_steps > 0"),
+        (
+            c.run.train_epochs > 0 or c.run.train_steps > 0,
+            "set --train_epochs > 0 or --train_steps > 0",
+        ),
         (c.run.checkpoint_steps >= 1, "--checkpoint_steps must be >= 1"),
         (c.run.keep_checkpoints >= 1, "--keep_checkpoints must be >= 1"),
         (c.model.proj_out_dim >= 1, "--proj_out_dim must be >= 1"),
         (c.model.num_proj_layers >= 1, "--num_proj_layers must be >= 1"),
-        (c.model.fine_tune_after_block in (-1, 0, 1, 2, 3, 4),
-         "--fine_tune_after_block must be -1..4"),
+        (
+            c.model.fine_tune_after_block in (-1, 0, 1, 2, 3, 4),
+            "--fine_tune_after_block must be -1..4",
+        ),
         (c.run.knn_k >= 1, "--knn_k must be >= 1"),
         (c.run.knn_temperature > 0, "--knn_temperature must be > 0"),
         (c.run.knn_bank_size >= 1, "--knn_bank_size must be >= 1"),
@@ -191,23 +202,33 @@ def validate(c: cfg.Config):
         (c.augment.color_jitter_strength >= 0, "--color_jitter_strength must be >= 0"),
         (0 < c.model.bn_momentum < 1, "--bn_momentum must be in (0, 1)"),
         (bool(c.run.model_dir), "--model_dir must be set"),
-        (c.run.mode != "finetune" or c.run.init_checkpoint,
-         "--mode=finetune needs --init_checkpoint (use --mode=supervised to train from "
-         "scratch)"),
+        (
+            c.run.mode != "finetune" or c.run.init_checkpoint,
+            "--mode=finetune needs --init_checkpoint (use --mode=supervised to train from scratch)",
+        ),
         (c.run.mode != "export" or c.run.model_dir, "--mode=export needs --model_dir"),
         (c.run.strategy != "tpu" or c.run.tpu is not None, "--strategy=tpu needs --tpu"),
-        (c.data.label_fraction == 1 or c.run.mode in ("finetune", "linear_eval"),
-         "--label_fraction applies to finetune and linear_eval only"),
-        (c.data.label_subset is None or c.run.mode in ("finetune", "linear_eval",
-                                                       "supervised"),
-         "--label_subset applies to finetune, linear_eval and supervised only"),
-        (c.data.label_subset is None or c.data.label_fraction == 1,
-         "set --label_fraction or --label_subset, not both"),
+        (
+            c.data.label_fraction == 1 or c.run.mode in ("finetune", "linear_eval"),
+            "--label_fraction applies to finetune and linear_eval only",
+        ),
+        (
+            c.data.label_subset is None or c.run.mode in ("finetune", "linear_eval", "supervised"),
+            "--label_subset applies to finetune, linear_eval and supervised only",
+        ),
+        (
+            c.data.label_subset is None or c.data.label_fraction == 1,
+            "set --label_fraction or --label_subset, not both",
+        ),
     ]
     head_layers = {"none": 0, "linear": 1, "nonlinear": c.model.num_proj_layers}
-    checks.append((0 <= c.model.ft_proj_selector <= head_layers[c.model.proj_head_mode],
-                   f"--ft_proj_selector must be in 0..{head_layers[c.model.proj_head_mode]} "
-                   f"for a {c.model.proj_head_mode} head"))
+    checks.append(
+        (
+            0 <= c.model.ft_proj_selector <= head_layers[c.model.proj_head_mode],
+            f"--ft_proj_selector must be in 0..{head_layers[c.model.proj_head_mode]} "
+            f"for a {c.model.proj_head_mode} head",
+        )
+    )
     for field in dataclasses.fields(cfg.AugmentConfig):
         if field.name.endswith("_prob"):
             value = getattr(c.augment, field.name)
@@ -221,29 +242,47 @@ def validate(c: cfg.Config):
 
 
 # Settings only one kind of run reads (section, field); the rest is read by every mode.
-_PRETRAIN_ONLY = ([("augment", f.name) for f in dataclasses.fields(cfg.AugmentConfig)]
-                  + [("loss", f.name) for f in dataclasses.fields(cfg.LossConfig)]
-                  + [("run", "knn_every_epochs"), ("model", "linear_probe")])
+_PRETRAIN_ONLY = (
+    [("augment", f.name) for f in dataclasses.fields(cfg.AugmentConfig)]
+    + [("loss", f.name) for f in dataclasses.fields(cfg.LossConfig)]
+    + [("run", "knn_every_epochs"), ("model", "linear_probe")]
+)
 _CLASSIFIER_ONLY = [("model", "ft_proj_selector"), ("model", "fine_tune_after_block")]
-_TRAINING = ([("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)]
-             + [("run", n) for n in ("train_epochs", "train_steps", "checkpoint_steps",
-                                     "keep_checkpoints", "init_checkpoint", "summary_steps")])
+_TRAINING = [("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)] + [
+    ("run", n)
+    for n in (
+        "train_epochs",
+        "train_steps",
+        "checkpoint_steps",
+        "keep_checkpoints",
+        "init_checkpoint",
+        "summary_steps",
+    )
+]
 _MODEL = [("model", f.name) for f in dataclasses.fields(cfg.ModelConfig)]
 _IGNORED = {
     "pretrain": _CLASSIFIER_ONLY,
-    "linear_eval": _PRETRAIN_ONLY, "finetune": _PRETRAIN_ONLY, "supervised": _PRETRAIN_ONLY,
+    "linear_eval": _PRETRAIN_ONLY,
+    "finetune": _PRETRAIN_ONLY,
+    "supervised": _PRETRAIN_ONLY,
     "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL,  # the model comes from config.json
-    "export": [(s.name, f.name) for s in dataclasses.fields(cfg.Config)
-               for f in dataclasses.fields(s.type)
-               if f.name not in ("mode", "model_dir", "export_dir")],
+    "export": [
+        (s.name, f.name)
+        for s in dataclasses.fields(cfg.Config)
+        for f in dataclasses.fields(s.type)
+        if f.name not in ("mode", "model_dir", "export_dir")
+    ],
 }
 
 
 def ignored_flags(c: cfg.Config):
     """Names of the flags set away from their defaults that the chosen mode never reads."""
     default = cfg.Config()
-    return [name for section, name in _IGNORED[c.run.mode]
-            if getattr(getattr(c, section), name) != getattr(getattr(default, section), name)]
+    return [
+        name
+        for section, name in _IGNORED[c.run.mode]
+        if getattr(getattr(c, section), name) != getattr(getattr(default, section), name)
+    ]
 
 
 def main(argv):
@@ -257,17 +296,22 @@ def main(argv):
         return 2
     ignored = ignored_flags(config)
     if ignored:
-        logging.warning("Ignored by --mode=%s (they apply to other modes): %s",
-                        config.run.mode, ", ".join(f"--{n}" for n in ignored))
-    from simclr_tf import datasource, train  # after validation: importing TF is slow
+        logging.warning(
+            "Ignored by --mode=%s (they apply to other modes): %s",
+            config.run.mode,
+            ", ".join(f"--{n}" for n in ignored),
+        )
+    from simclr_tf import train
+    from simclr_tf.data import DataError  # after validation: importing TF is slow
 
     try:
         if config.run.mode == "export":
             from simclr_tf import export
+
             results = export.export_from_config(config)
         else:
             _, results = train.run(config)
-    except (datasource.DataError, cfg.ConfigError, FileNotFoundError) as error:
+    except (DataError, cfg.ConfigError, FileNotFoundError) as error:
         print(f"simclr_tf: error: {error}", file=sys.stderr)
         return 2
     except train.TrainingError as error:  # diverged: nothing is written as finished

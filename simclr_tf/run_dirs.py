@@ -12,8 +12,15 @@ import tensorflow as tf
 from simclr_tf import config as config_lib
 
 CONFIG_FILE = "config.json"
-ARCHITECTURE_FIELDS = ("depth", "width_multiplier", "sk_ratio", "cifar_stem",
-                       "proj_head_mode", "num_proj_layers", "proj_out_dim")
+ARCHITECTURE_FIELDS = (
+    "depth",
+    "width_multiplier",
+    "sk_ratio",
+    "cifar_stem",
+    "proj_head_mode",
+    "num_proj_layers",
+    "proj_out_dim",
+)
 
 
 def saved_config(run_dir):
@@ -31,8 +38,9 @@ def required_config(run_dir):
     """`saved_config`, or a one-line FileNotFoundError."""
     saved = saved_config(run_dir)
     if saved is None:
-        raise FileNotFoundError(f"{os.path.join(run_dir, CONFIG_FILE)} not found: is "
-                                f"{run_dir} a simclr_tf run?")
+        raise FileNotFoundError(
+            f"{os.path.join(run_dir, CONFIG_FILE)} not found: is {run_dir} a simclr_tf run?"
+        )
     return saved
 
 
@@ -42,6 +50,8 @@ def architecture_differences(model_config, run_dir):
     saved = saved_config(run_dir)
     if saved is None:
         return ""
-    return ", ".join(f"--{name}={getattr(saved.model, name)} there, "
-                     f"{getattr(model_config, name)} here" for name in ARCHITECTURE_FIELDS
-                     if getattr(saved.model, name) != getattr(model_config, name))
+    return ", ".join(
+        f"--{name}={getattr(saved.model, name)} there, {getattr(model_config, name)} here"
+        for name in ARCHITECTURE_FIELDS
+        if getattr(saved.model, name) != getattr(model_config, name)
+    )

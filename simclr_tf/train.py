@@ -8,7 +8,6 @@ fed with `distribute_datasets_from_function`. Results are written to
 import dataclasses
 import functools
 import json
-import math
 import os
 import time
 
@@ -16,17 +15,19 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import (builders, callbacks, distributed, evaluation, hardware,
-                       model as models, optimizers, pipeline, run_dirs, schedules, sources)
+from simclr_tf import (
+    callbacks,
+    checkpoints,
+    distributed,
+    evaluation,
+    hardware,
+    run_dirs,
+    training_loop,
+)
 from simclr_tf.config import Config, ConfigError
-
-SUMMARY_DIR = "logs"
-MAX_SKIPPED_STEPS = 1000  # float16 batches with non-finite gradients before giving up
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (diverged); one line naming the step and the checkpoint
-    to resume or inspect from."""
+from simclr_tf.data import DataError, open_source, pipeline, subsets
+from simclr_tf.models import builders, step_models
+from simclr_tf.training_loop import TrainingError  # noqa: F401  (raised by run)
 
 
 def write_json_atomic(path, payload):
@@ -36,21 +37,6 @@ def write_json_atomic(path, payload):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def _compile(model, config: Config, total_steps, steps_per_epoch):
-    o = config.optim
-    peak = schedules.scaled_learning_rate(o.learning_rate, config.data.batch_size, o.lr_scaling)
-    warmup = int(round(o.warmup_epochs * steps_per_epoch))
-    if warmup >= total_steps:
-        logging.warning("Warmup (%d steps) is not shorter than the run (%d steps): the "
-                        "learning rate never starts its cosine decay", warmup, total_steps)
-    schedule = schedules.warmup_cosine(peak, warmup, total_steps)
-    optimizer = optimizers.build_optimizer(o.optimizer, schedule, o.momentum, o.weight_decay,
-                                           models.no_decay_variables(model))
-    model.compile(optimizer=optimizer, jit_compile=config.run.jit_compile)
-    optimizer.build(model.trainable_variables)
-    return model
-
-
 def _classifier_model(config: Config, source, fresh_encoder):
     model = builders.classifier_model(config, source.num_classes)
     if not fresh_encoder and config.run.init_checkpoint:
@@ -58,12 +44,15 @@ def _classifier_model(config: Config, source, fresh_encoder):
         if model.projection_head is not None:
             parts["projection_head"] = model.projection_head
         try:
-            path = callbacks.restore_parts(parts, config.run.init_checkpoint)
-        except callbacks.CheckpointMismatch as error:
-            differs = run_dirs.architecture_differences(config.model,
-                                                        config.run.init_checkpoint)
-            raise ConfigError(f"--init_checkpoint {config.run.init_checkpoint} is another "
-                              f"architecture ({differs})" if differs else str(error)) from None
+            path = checkpoints.restore_parts(parts, config.run.init_checkpoint)
+        except checkpoints.CheckpointMismatch as error:
+            differs = run_dirs.architecture_differences(config.model, config.run.init_checkpoint)
+            raise ConfigError(
+                f"--init_checkpoint {config.run.init_checkpoint} is another "
+                f"architecture ({differs})"
+                if differs
+                else str(error)
+            ) from None
         logging.info("Initialised %s from %s", sorted(parts), path)
     return model
 
@@ -74,60 +63,19 @@ def _with_saved_model(config):
     evaluate on."""
     saved = run_dirs.required_config(config.run.model_dir)
     if saved.run.mode == "pretrain":
-        raise ConfigError(f"{config.run.model_dir} is a pretraining run; --mode=eval "
-                          "evaluates linear_eval, finetune or supervised runs (the "
-                          "pretraining's kNN and probe accuracies are in its results.json)")
-    return dataclasses.replace(config, model=saved.model, data=dataclasses.replace(
-        config.data, image_size=saved.data.image_size))
+        raise ConfigError(
+            f"{config.run.model_dir} is a pretraining run; --mode=eval "
+            "evaluates linear_eval, finetune or supervised runs (the "
+            "pretraining's kNN and probe accuracies are in its results.json)"
+        )
+    return dataclasses.replace(
+        config,
+        model=saved.model,
+        data=dataclasses.replace(config.data, image_size=saved.data.image_size),
+    )
 
 
 # --- The job ------------------------------------------------------------------------
-
-
-def steps_for(config: Config, num_examples):
-    if config.run.train_steps > 0:
-        return config.run.train_steps
-    return max(1, math.ceil(config.run.train_epochs * num_examples / config.data.batch_size))
-
-
-def _train(model, config, strategy, dataset_fn, total_steps, extra_callbacks):
-    r = config.run
-    chief = distributed.is_chief(strategy)
-    worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
-    manager = callbacks.CheckpointManager(builders.checkpoint_items(model), r.model_dir,
-                                          r.keep_checkpoints, chief, worker_id)
-    manager.restore_latest()
-    step = int(model.optimizer.iterations.numpy())
-    loop = min(r.checkpoint_steps, total_steps)
-    epochs = math.ceil(total_steps / loop)
-    if step >= total_steps:
-        logging.info("Already at step %d of %d; nothing to train", step, total_steps)
-        return step
-    logging.info("Training steps %d..%d in %d-step loops", step, total_steps, loop)
-    stopper = callbacks.StopAtStep(total_steps)
-    diverged = callbacks.NonFiniteLoss()
-    cbs = list(extra_callbacks) + [diverged, stopper,
-                                   callbacks.SaveCheckpoint(manager, guard=diverged)]
-    if chief:
-        cbs.append(callbacks.TensorBoard(os.path.join(r.model_dir, SUMMARY_DIR),
-                                         update_freq=r.summary_steps))
-    dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    while True:
-        model.fit(dataset, epochs=epochs, steps_per_epoch=loop, initial_epoch=step // loop,
-                  callbacks=cbs, verbose="auto" if chief else 0, shuffle=False)
-        step = int(model.optimizer.iterations.numpy())
-        last_good = manager.latest or "none (no checkpoint was saved)"
-        if diverged.step is not None:
-            raise TrainingError(f"the loss or the weights became NaN or infinite at step "
-                                f"{diverged.step}; last good checkpoint: {last_good}")
-        if step >= total_steps:
-            return step
-        # Batches skipped by float16 loss scaling did not count: train a little longer.
-        if stopper.skipped > MAX_SKIPPED_STEPS:
-            raise TrainingError(f"{stopper.skipped} batches had non-finite gradients by "
-                                f"step {step} (float16 loss scaling gave up); last good "
-                                f"checkpoint: {last_good}")
-        epochs = step // loop + math.ceil((total_steps - step) / loop)
 
 
 def _eval_results(model, config, source):
@@ -135,60 +83,73 @@ def _eval_results(model, config, source):
     if not source.labeled or d.eval_split is None:
         return {}
     source.check_split(d.eval_split)
-    subset = pipeline.sample_ids(source, d.eval_split,
-                                 config.run.eval_steps * d.eval_batch_size, d.seed, "Evaluation")
-    dataset = pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size,
-                                    subset=subset)
-    if isinstance(model, models.PretrainModel):
+    subset = subsets.sample_ids(
+        source, d.eval_split, config.run.eval_steps * d.eval_batch_size, d.seed, "Evaluation"
+    )
+    dataset = pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size, subset=subset)
+    if isinstance(model, step_models.PretrainModel):
         if model.probe is None:
             return {}
         metrics = evaluation.classification_metrics(model, dataset, "probe_logits")
         return {"eval_probe_acc": metrics["accuracy"], "eval_probe_loss": metrics["loss"]}
     metrics = evaluation.classification_metrics(model, dataset)
-    return {"eval_accuracy": metrics["accuracy"], "eval_loss": metrics["loss"],
-            "eval_examples": metrics["examples"]}
+    return {
+        "eval_accuracy": metrics["accuracy"],
+        "eval_loss": metrics["loss"],
+        "eval_examples": metrics["examples"],
+    }
 
 
-def _knn_datasets(config, source):
+def knn_datasets(config, source):
     d = config.data
-    bank_ids = pipeline.sample_ids(source, d.train_split, config.run.knn_bank_size, d.seed,
-                                   "kNN bank")
-    query_ids = pipeline.sample_ids(source, d.eval_split,
-                                    config.run.eval_steps * d.eval_batch_size, d.seed,
-                                    "kNN queries")
-    bank = functools.partial(pipeline.eval_dataset, source, d.train_split, d,
-                             d.eval_batch_size, subset=bank_ids)
-    query = functools.partial(pipeline.eval_dataset, source, d.eval_split, d,
-                              d.eval_batch_size, subset=query_ids)
+    bank_ids = subsets.sample_ids(
+        source, d.train_split, config.run.knn_bank_size, d.seed, "kNN bank"
+    )
+    query_ids = subsets.sample_ids(
+        source, d.eval_split, config.run.eval_steps * d.eval_batch_size, d.seed, "kNN queries"
+    )
+    bank = functools.partial(
+        pipeline.eval_dataset, source, d.train_split, d, d.eval_batch_size, subset=bank_ids
+    )
+    query = functools.partial(
+        pipeline.eval_dataset, source, d.eval_split, d, d.eval_batch_size, subset=query_ids
+    )
     return bank, query
 
 
 def pretrain(config: Config, strategy, source, extra_callbacks=()):
     d = config.data
     num_train = source.num_examples(d.train_split)
-    total = steps_for(config, num_train)
+    total = training_loop.steps_for(config, num_train)
     steps_per_epoch = num_train / d.batch_size
     with strategy.scope():
         num_classes = source.num_classes if config.model.linear_probe else 0
         model = builders.pretrain_model(config, num_classes)
-        model = _compile(model, config, total, steps_per_epoch)
+        model = training_loop.compile_for_run(model, config, total, steps_per_epoch)
 
     def dataset_fn(ctx):
-        return pipeline.pretrain_dataset(source, d.train_split, d, config.augment,
-                                         ctx.get_per_replica_batch_size(d.batch_size), ctx)
+        return pipeline.pretrain_dataset(
+            source,
+            d.train_split,
+            d,
+            config.augment,
+            ctx.get_per_replica_batch_size(d.batch_size),
+            ctx,
+        )
 
     extra, monitor = list(extra_callbacks), None
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
     if source.labeled and d.eval_split in source.split_sizes:
-        bank, query = _knn_datasets(config, source)
+        bank, query = knn_datasets(config, source)
         loop = min(config.run.checkpoint_steps, total)
         # In fit epochs (checkpoint loops); 0 means only the final evaluation below.
         every = config.run.knn_every_epochs * steps_per_epoch / loop
-        monitor = callbacks.KnnMonitor(bank, query, source.num_classes, every,
-                                       config.run.knn_k, config.run.knn_temperature)
+        monitor = callbacks.KnnMonitor(
+            bank, query, source.num_classes, every, config.run.knn_k, config.run.knn_temperature
+        )
         extra.insert(0, monitor)
-    step = _train(model, config, strategy, dataset_fn, total, extra)
+    step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
     results = {"global_step": step, "train_examples": num_train}
     if monitor is not None:
         results["knn_acc"] = monitor.evaluate()
@@ -199,23 +160,23 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
 def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder=False):
     d, mode = config.data, config.run.mode
     if not source.labeled:
-        raise sources.DataError(f"--mode={mode} needs labels, but {source.name} has none")
-    subset = pipeline.label_subset(config, source, distributed.is_chief(strategy))
+        raise DataError(f"--mode={mode} needs labels, but {source.name} has none")
+    subset = subsets.label_subset(config, source, distributed.is_chief(strategy))
     num_train = source.num_examples(d.train_split) if subset is None else len(subset)
-    total = steps_for(config, num_train)
+    total = training_loop.steps_for(config, num_train)
     with strategy.scope():
         model = _classifier_model(config, source, fresh_encoder)
-        model = _compile(model, config, total, num_train / d.batch_size)
+        model = training_loop.compile_for_run(model, config, total, num_train / d.batch_size)
 
     def dataset_fn(ctx):
         return pipeline.classifier_train_dataset(
-            source, d.train_split, d, ctx.get_per_replica_batch_size(d.batch_size), ctx,
-            subset)
+            source, d.train_split, d, ctx.get_per_replica_batch_size(d.batch_size), ctx, subset
+        )
 
     extra = list(extra_callbacks)
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
-    step = _train(model, config, strategy, dataset_fn, total, extra)
+    step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
     results = {"global_step": step, "train_examples": num_train}
     results.update(_eval_results(model, config, source))
     return model, results
@@ -225,9 +186,7 @@ def evaluate(config: Config, strategy, source):
     """Evaluates the classifier checkpoint in model_dir on the eval split."""
     with strategy.scope():
         model = _classifier_model(config, source, fresh_encoder=True)
-    path = callbacks.restore_parts(
-        {k: v for k, v in builders.checkpoint_items(model).items() if k != "optimizer"},
-        config.run.model_dir)
+    path = checkpoints.restore_model(model, config.run.model_dir)
     return model, {"checkpoint": path, **_eval_results(model, config, source)}
 
 
@@ -245,10 +204,13 @@ def setup(config: Config):
     # setting (precision, say) start from the same weights and compare pair by pair.
     keras.utils.set_random_seed(config.data.seed)
     if config.data.batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(f"batch_size {config.data.batch_size} is not divisible by the "
-                          f"{strategy.num_replicas_in_sync} replicas")
-    source = sources.open_source(config.data.dataset, config.data.data_dir,
-                                 strict=config.data.strict_decoding)
+        raise ConfigError(
+            f"batch_size {config.data.batch_size} is not divisible by the "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
+    source = open_source(
+        config.data.dataset, config.data.data_dir, strict=config.data.strict_decoding
+    )
     check_splits(config, source)
     return strategy, source
 
@@ -259,10 +221,11 @@ def check_splits(config: Config, source):
     d = config.data
     source.check_split(d.train_split)
     if source.labeled and d.eval_split is not None and d.eval_split not in source.split_sizes:
-        raise sources.DataError(
+        raise DataError(
             f"{source.name}: no eval split {d.eval_split!r} (available: "
             f"{', '.join(sorted(source.split_sizes))}); pass --eval_split=NAME, or "
-            "--eval_split= to train without evaluation")
+            "--eval_split= to train without evaluation"
+        )
 
 
 def for_hardware(config: Config, hw=None):
@@ -271,17 +234,29 @@ def for_hardware(config: Config, hw=None):
     hw = hardware.detect(config.run.strategy) if hw is None else hw
     resolved = hardware.resolve(config.run.precision, config.model.matmul_kernel_grad, hw)
     config = dataclasses.replace(
-        config, run=dataclasses.replace(config.run, precision=resolved["precision"]),
-        model=dataclasses.replace(config.model,
-                                  matmul_kernel_grad=resolved["matmul_kernel_grad"]))
+        config,
+        run=dataclasses.replace(config.run, precision=resolved["precision"]),
+        model=dataclasses.replace(config.model, matmul_kernel_grad=resolved["matmul_kernel_grad"]),
+    )
     return config, resolved
 
 
 def run(config: Config, extra_callbacks=()):
-    """The main job; returns (model, results) and writes results.json.
+    """One job, as `python -m simclr_tf.main` runs it: pretrain, linear_eval, finetune,
+    supervised or eval, resuming from the last checkpoint in `config.run.model_dir`.
 
-    `extra_callbacks` are added to `fit` (e.g. a timing callback in tools/benchmark.py).
-    The global Keras precision policy is restored on return.
+    Args:
+      config: the run's `Config` (`config.run.mode` chooses the job).
+      extra_callbacks: Keras callbacks added to `fit` (e.g. a timer).
+
+    Returns:
+      (model, results): the trained Keras model and the dict also written to
+      `model_dir/results.json` (step, accuracies, wall time). The global Keras
+      precision policy is restored on return.
+
+    Raises:
+      ConfigError, DataError: bad settings or data, before training starts.
+      TrainingError: the loss or the weights became non-finite.
     """
     policy = keras.mixed_precision.global_policy()
     try:
@@ -303,18 +278,18 @@ def _run(config: Config, extra_callbacks):
     if chief:
         tf.io.gfile.makedirs(r.model_dir)
         # As asked (so a rerun on other hardware resolves afresh), plus what was used.
-        write_json_atomic(os.path.join(r.model_dir, run_dirs.CONFIG_FILE),
-                          {**requested, "resolved": resolved})
-    logging.info("%s on %s with %d replica(s)", r.mode, source.name,
-                 strategy.num_replicas_in_sync)
+        write_json_atomic(
+            os.path.join(r.model_dir, run_dirs.CONFIG_FILE), {**requested, "resolved": resolved}
+        )
+    logging.info("%s on %s with %d replica(s)", r.mode, source.name, strategy.num_replicas_in_sync)
     if r.mode == "pretrain":
         model, results = pretrain(config, strategy, source, extra_callbacks)
     elif r.mode in ("linear_eval", "finetune"):
-        model, results = classify(config, strategy, source, extra_callbacks,
-                                  fresh_encoder=not r.init_checkpoint)
+        model, results = classify(
+            config, strategy, source, extra_callbacks, fresh_encoder=not r.init_checkpoint
+        )
     elif r.mode == "supervised":
-        model, results = classify(config, strategy, source, extra_callbacks,
-                                  fresh_encoder=True)
+        model, results = classify(config, strategy, source, extra_callbacks, fresh_encoder=True)
     elif r.mode == "eval":
         model, results = evaluate(config, strategy, source)
     else:

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from simclr_tf.models.batch_norm import FusedBatchNormalization
+
 from conftest import requires_bf16_kernels
-from simclr_tf.batch_norm import FusedBatchNormalization
 
 EPS = 1e-5
 
@@ -71,19 +72,20 @@ def test_bfloat16_matches_keras_layer_and_keeps_float32_statistics():
     plain = keras.layers.BatchNormalization(dtype=policy)
     ys = [layer(x, training=True) for layer in (fused, plain)]
     assert ys[0].dtype == tf.bfloat16 and fused.moving_mean.dtype == "float32"
-    np.testing.assert_allclose(tf.cast(ys[0], tf.float32), tf.cast(ys[1], tf.float32),
-                               atol=0.05)
+    np.testing.assert_allclose(tf.cast(ys[0], tf.float32), tf.cast(ys[1], tf.float32), atol=0.05)
     np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), atol=1e-2)
-    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(),
-                               rtol=1e-2)
+    np.testing.assert_allclose(
+        fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-2
+    )
 
 
 def test_synchronized_layer_takes_the_keras_path_with_the_same_result():
     x = tf.random.stateless_normal([8, 3, 3, 4], seed=[3, 4])
     sync = FusedBatchNormalization(synchronized=True)
     fused = FusedBatchNormalization()
-    np.testing.assert_allclose(sync(x, training=True).numpy(), fused(x, training=True).numpy(),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        sync(x, training=True).numpy(), fused(x, training=True).numpy(), atol=1e-4
+    )
 
 
 def test_is_still_a_keras_batch_norm_and_round_trips_through_config():
@@ -97,25 +99,28 @@ def test_is_still_a_keras_batch_norm_and_round_trips_through_config():
 def test_global_batch_norm_uses_the_whole_global_batch(synchronized):
     """2 replicas, different data on each: synchronized BN normalises with the statistics
     of both replicas' examples together (numpy reference); per-replica BN does not."""
+    from simclr_tf import keras_compat
+
     from conftest import cpu_devices
-    from simclr_tf import distributed
-    strategy = distributed.mirrored(cpu_devices(2))
+
+    strategy = keras_compat.mirrored_strategy(cpu_devices(2))
     with strategy.scope():
-        layer = FusedBatchNormalization(synchronized=synchronized, momentum=0.9,
-                                        epsilon=1e-5)
+        layer = FusedBatchNormalization(synchronized=synchronized, momentum=0.9, epsilon=1e-5)
         layer.build((None, 4, 4, 3))
     rng = np.random.default_rng(0)
-    halves = [rng.normal(size=(4, 4, 4, 3)).astype(np.float32),
-              (3 * rng.normal(size=(4, 4, 4, 3)) + 5).astype(np.float32)]
+    halves = [
+        rng.normal(size=(4, 4, 4, 3)).astype(np.float32),
+        (3 * rng.normal(size=(4, 4, 4, 3)) + 5).astype(np.float32),
+    ]
     inputs = strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(halves[ctx.replica_id_in_sync_group]))
+        lambda ctx: tf.constant(halves[ctx.replica_id_in_sync_group])
+    )
 
     @tf.function
     def forward(x):
         return strategy.run(lambda v: layer(v, training=True), args=(x,))
 
-    got = np.concatenate([t.numpy() for t in
-                          strategy.experimental_local_results(forward(inputs))])
+    got = np.concatenate([t.numpy() for t in strategy.experimental_local_results(forward(inputs))])
     full = np.concatenate(halves).astype(np.float64)
     mean, var = full.mean(axis=(0, 1, 2)), full.var(axis=(0, 1, 2))
     expected = (full - mean) / np.sqrt(var + 1e-5)

@@ -10,16 +10,31 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from simclr_tf import checkpoints
+
 from conftest import REPO
-from simclr_tf import callbacks
 
 
 def _command(model_dir, data_dir):
-    return [sys.executable, "-m", "simclr_tf.main", "--flagfile=flags/cifar10_common.cfg",
-            "--mode=pretrain", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-            "--depth=18", "--width_multiplier=0.125", "--batch_size=16", "--train_steps=12",
-            "--checkpoint_steps=2", "--strategy=one_device", "--eval_steps=1",
-            "--knn_bank_size=128", "--shuffle_buffer=128", "--warmup_epochs=0"]
+    return [
+        sys.executable,
+        "-m",
+        "simclr_tf.main",
+        "--flagfile=flags/cifar10_common.cfg",
+        "--mode=pretrain",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        "--depth=18",
+        "--width_multiplier=0.125",
+        "--batch_size=16",
+        "--train_steps=12",
+        "--checkpoint_steps=2",
+        "--strategy=one_device",
+        "--eval_steps=1",
+        "--knn_bank_size=128",
+        "--shuffle_buffer=128",
+        "--warmup_epochs=0",
+    ]
 
 
 def _latest_step(model_dir):
@@ -30,8 +45,13 @@ def _latest_step(model_dir):
 def test_sigkill_then_rerun_resumes_and_finishes(tmp_path, cifar_data_dir):
     model_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(_command(model_dir, cifar_data_dir), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _command(model_dir, cifar_data_dir),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while _latest_step(model_dir) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -41,8 +61,14 @@ def test_sigkill_then_rerun_resumes_and_finishes(tmp_path, cifar_data_dir):
     assert 4 <= killed_at < 12, "the run must be killed mid-way"
     assert not (model_dir / "results.json").exists()
 
-    rerun = subprocess.run(_command(model_dir, cifar_data_dir), cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        _command(model_dir, cifar_data_dir),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"Resumed from {model_dir}/ckpt-" in rerun.stderr
     results = json.loads((model_dir / "results.json").read_text())
@@ -52,7 +78,7 @@ def test_sigkill_then_rerun_resumes_and_finishes(tmp_path, cifar_data_dir):
 
 def test_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     variable = tf.Variable(np.arange(4, dtype=np.float32))
-    manager = callbacks.CheckpointManager({"v": variable}, str(tmp_path))
+    manager = checkpoints.CheckpointManager({"v": variable}, str(tmp_path))
     manager.save(1)
     # What a kill during the next save leaves: temporary shards, no index update.
     partial = tmp_path / "ckpt-2_temp" / "part-00000-of-00001.data-00000-of-00001"
@@ -60,6 +86,6 @@ def test_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     partial.write_bytes(b"\x00garbage")
     (tmp_path / "ckpt-2.data-00000-of-00001").write_bytes(b"half a file")
     variable.assign(np.zeros(4, np.float32))
-    fresh = callbacks.CheckpointManager({"v": variable}, str(tmp_path))
+    fresh = checkpoints.CheckpointManager({"v": variable}, str(tmp_path))
     assert fresh.restore_latest().endswith("ckpt-1")
     np.testing.assert_array_equal(variable.numpy(), np.arange(4))

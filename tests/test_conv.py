@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import requires_bf16_kernels
-from simclr_tf import conv, resnet
+from simclr_tf.models import conv, resnet
 
-BF16_UNIT_ROUNDOFF = 2.0 ** -8  # 8 significant bits
+from conftest import requires_bf16_kernels
+
+BF16_UNIT_ROUNDOFF = 2.0**-8  # 8 significant bits
 
 
 def numpy_kernel_grad(x, dy, k, stride, pad):
@@ -17,25 +18,31 @@ def numpy_kernel_grad(x, dy, k, stride, pad):
     dk = np.zeros((k, k, x.shape[-1], dy.shape[-1]))
     for i in range(k):
         for j in range(k):
-            window = xp[:, i:i + stride * dy.shape[1]:stride, j:j + stride * dy.shape[2]:stride]
+            window = xp[
+                :, i : i + stride * dy.shape[1] : stride, j : j + stride * dy.shape[2] : stride
+            ]
             dk[i, j] = np.einsum("nyxc,nyxo->co", window, dy)
     return dk
 
 
-@pytest.mark.parametrize("k, stride, padding, size, pad", [
-    (3, 1, "SAME", 4, (1, 1)),
-    (3, 2, "VALID", 10, (0, 0)),
-    (1, 2, "VALID", 8, (0, 0)),
-    (3, 1, "SAME", 5, (1, 1)),
-])
+@pytest.mark.parametrize(
+    "k, stride, padding, size, pad",
+    [
+        (3, 1, "SAME", 4, (1, 1)),
+        (3, 2, "VALID", 10, (0, 0)),
+        (1, 2, "VALID", 8, (0, 0)),
+        (3, 1, "SAME", 5, (1, 1)),
+    ],
+)
 def test_kernel_grad_equals_numpy_formula(k, stride, padding, size, pad):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, size, size, 5)).astype(np.float32)
     out = (size + 2 * pad[0] - k) // stride + 1
     dy = rng.normal(size=(3, out, out, 7)).astype(np.float32)
     got = conv.matmul_kernel_grad(tf.constant(x), tf.constant(dy), (k, k, 5, 7), stride, padding)
-    np.testing.assert_allclose(got.numpy(), numpy_kernel_grad(x, dy, k, stride, pad),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        got.numpy(), numpy_kernel_grad(x, dy, k, stride, pad), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_custom_gradient_equals_tensorflow_conv_gradient_in_float32():
@@ -44,8 +51,10 @@ def test_custom_gradient_equals_tensorflow_conv_gradient_in_float32():
     kernel = tf.constant(rng.normal(size=(3, 3, 6, 8)).astype(np.float32))
     target = tf.constant(rng.normal(size=(4, 4, 4, 8)).astype(np.float32))
     grads = []
-    for fn in (conv.conv2d_matmul_kernel_grad,
-               lambda x, k, s, p: tf.nn.conv2d(x, k, [1, s, s, 1], p)):
+    for fn in (
+        conv.conv2d_matmul_kernel_grad,
+        lambda x, k, s, p: tf.nn.conv2d(x, k, [1, s, s, 1], p),
+    ):
         with tf.GradientTape() as tape:
             tape.watch([x, kernel])
             y = fn(x, kernel, 2, "VALID")
@@ -61,6 +70,7 @@ def _gradient_ops(layer, x):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.cast(layer(x), tf.float32) ** 2)
         return tape.gradient(loss, layer.trainable_variables)
+
     graph = grads.get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
     return {op.type for op in graph.get_operations()}, grads(x)
 
@@ -118,12 +128,15 @@ def test_matmul_path_only_in_bf16_and_when_enabled(bf16_policy):
     assert restored.matmul_kernel_grad is False
 
 
-@pytest.mark.parametrize("width, expected", [
-    # ResNet-18 on 32 x 32 images: the last stage's 4 x 4 outputs. Full width: its four
-    # 3 x 3 convs (one strided, three 512-deep); 0.25x: the strided one only.
-    (1.0, ["3x3 s2 256->512", "3x3 s1 512->512", "3x3 s1 512->512", "3x3 s1 512->512"]),
-    (0.25, ["3x3 s2 64->128"]),
-])
+@pytest.mark.parametrize(
+    "width, expected",
+    [
+        # ResNet-18 on 32 x 32 images: the last stage's 4 x 4 outputs. Full width: its four
+        # 3 x 3 convs (one strided, three 512-deep); 0.25x: the strided one only.
+        (1.0, ["3x3 s2 256->512", "3x3 s1 512->512", "3x3 s1 512->512", "3x3 s1 512->512"]),
+        (0.25, ["3x3 s2 64->128"]),
+    ],
+)
 def test_resnet18_cifar_takes_matmul_path_in_the_last_stage_only(bf16_policy, width, expected):
     encoder = resnet.resnet(18, width, cifar_stem=True, input_shape=(32, 32, 3))
     picked = []

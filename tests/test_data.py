@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO
-from simclr_tf import pipeline, sources
+from simclr_tf import data as sources
 from simclr_tf.config import AugmentConfig, DataConfig
-from simclr_tf.datasource import DataError
+from simclr_tf.data import pipeline, subsets
+from simclr_tf.data.source import DataError
+
+from conftest import REPO
 
 
 def _save(path, mode, size, fmt):
@@ -82,10 +84,13 @@ def test_unlabeled_folder_and_split_folders(tmp_path):
     assert sorted(split.split_sizes) == ["test", "train"] and split.num_classes == 2
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing", "image folder not found"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "no images"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "image folder not found"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "no images"),
+    ],
+)
 def test_bad_folders_give_one_line_errors(tmp_path, make, message):
     with pytest.raises(DataError, match=message) as info:
         sources.open_source(f"folder:{make(tmp_path)}")
@@ -105,10 +110,11 @@ def test_tfds_absent_without_network_is_a_clear_error(tmp_path):
         sources.open_source("cifar10", str(tmp_path), download=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _converter():
-    spec = importlib.util.spec_from_file_location("images_to_tfrecord",
-                                                  REPO / "tools" / "images_to_tfrecord.py")
+    spec = importlib.util.spec_from_file_location(
+        "images_to_tfrecord", REPO / "tools" / "images_to_tfrecord.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -116,9 +122,9 @@ def _converter():
 
 def test_folder_to_tfrecord_round_trip(tmp_path):
     good, bad = make_folder(tmp_path / "images")
-    written, skipped = _converter().convert(str(tmp_path / "images"),
-                                            str(tmp_path / "tfr" / "train"), num_shards=3,
-                                            verbose=False)
+    written, skipped = _converter().convert(
+        str(tmp_path / "images"), str(tmp_path / "tfr" / "train"), num_shards=3, verbose=False
+    )
     assert (written, skipped) == (good + bad, 0)  # raw copy: bad files are kept as-is
     assert len(list((tmp_path / "tfr").glob("train-*-of-00003.tfrecord"))) == 3
     source = sources.open_source(f"tfrecord:{tmp_path}/tfr/{{split}}-*.tfrecord")
@@ -131,26 +137,31 @@ def test_folder_to_tfrecord_round_trip(tmp_path):
     # The converter names each record as the folder source names its file.
     ids = lambda exs: sorted(ex["id"] for ex in exs)  # noqa
     assert ids(examples) == ids(_all(folder.load("train")))
-    written, skipped = _converter().convert(str(tmp_path / "images"),
-                                            str(tmp_path / "valid" / "train"), num_shards=2,
-                                            validate=True, verbose=False)
+    written, skipped = _converter().convert(
+        str(tmp_path / "images"),
+        str(tmp_path / "valid" / "train"),
+        num_shards=2,
+        validate=True,
+        verbose=False,
+    )
     assert (written, skipped) == (good, bad)
 
 
 def test_class_balanced_subset_is_deterministic_and_balanced():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
     ids = np.array([f"img{i:03d}.png" for i in range(100)], dtype=object)
-    subset = pipeline.class_balanced_subset(ids, labels, 0.1, seed=3)
+    subset = subsets.class_balanced_subset(ids, labels, 0.1, seed=3)
     label_of = dict(zip(ids, labels))
     assert np.bincount([label_of[i] for i in subset]).tolist() == [5, 3, 2]
-    np.testing.assert_array_equal(subset, pipeline.class_balanced_subset(ids, labels, 0.1, 3))
+    np.testing.assert_array_equal(subset, subsets.class_balanced_subset(ids, labels, 0.1, 3))
     # The order a source lists its examples in does not change the choice.
     order = np.random.default_rng(0).permutation(100)
     np.testing.assert_array_equal(
-        subset, pipeline.class_balanced_subset(ids[order], labels[order], 0.1, 3))
-    assert not np.array_equal(subset, pipeline.class_balanced_subset(ids, labels, 0.1, 4))
+        subset, subsets.class_balanced_subset(ids[order], labels[order], 0.1, 3)
+    )
+    assert not np.array_equal(subset, subsets.class_balanced_subset(ids, labels, 0.1, 4))
     with pytest.raises(DataError):
-        pipeline.class_balanced_subset(np.array(["a", "b"]), np.array([0, -1]), 0.5, 0)
+        subsets.class_balanced_subset(np.array(["a", "b"]), np.array([0, -1]), 0.5, 0)
 
 
 def _solid_folder(root, classes=10, per_class=30):
@@ -177,7 +188,7 @@ def test_label_subset_is_the_same_examples_in_every_pass(tmp_path):
     source = sources.open_source(f"folder:{tmp_path}")
     ids, labels = source.index("train")
     assert sorted(ids) == sorted(index_of)
-    subset = pipeline.class_balanced_subset(ids, labels, 0.1, seed=0)
+    subset = subsets.class_balanced_subset(ids, labels, 0.1, seed=0)
     assert len(subset) == 30
     # The default pipeline: parallel, non-deterministic decoding and shuffling.
     data = DataConfig(image_size=8, shuffle_buffer=300)
@@ -197,8 +208,13 @@ def test_input_pipelines_get_disjoint_shards_by_example_id(tmp_path):
         ctx = tf.distribute.InputContext(2, pipeline_id, 2)
         ds = pipeline._examples(source, "train", data, ctx, train=False)
         shards.append([ex["id"].decode() for ex in ds.as_numpy_iterator()])
-        batch = next(iter(pipeline.pretrain_dataset(source, "train", data, AugmentConfig(),
-                                                    batch_size=2, ctx=ctx)))
+        batch = next(
+            iter(
+                pipeline.pretrain_dataset(
+                    source, "train", data, AugmentConfig(), batch_size=2, ctx=ctx
+                )
+            )
+        )
         assert batch["view1"].shape == (2, 8, 8, 3)
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == sorted(index_of)
@@ -210,14 +226,17 @@ def test_subset_files_round_trip_and_unknown_ids_are_refused(tmp_path):
     source = sources.open_source(f"folder:{tmp_path / 'images'}")
     ids, _ = source.index("train")
     path = tmp_path / "subset.txt"
-    pipeline.write_subset_file(str(path), ["class1/img015.png", "class0/img003.png"])
+    subsets.write_subset_file(str(path), ["class1/img015.png", "class0/img003.png"])
     path.write_text("# a published list\n" + path.read_text() + "\nimg007.png\n")
-    listed = pipeline.read_subset_file(str(path))
+    listed = subsets.read_subset_file(str(path))
     # Whole ids, and bare file names (as SimCLR's ImageNet lists give them).
-    assert list(pipeline.match_subset(listed, ids)) == [
-        "class0/img003.png", "class0/img007.png", "class1/img015.png"]
+    assert list(subsets.match_subset(listed, ids)) == [
+        "class0/img003.png",
+        "class0/img007.png",
+        "class1/img015.png",
+    ]
     with pytest.raises(DataError, match="1 of 2 ids .*'nope.png'"):
-        pipeline.match_subset(np.array(["class0/img003.png", "nope.png"]), ids)
+        subsets.match_subset(np.array(["class0/img003.png", "nope.png"]), ids)
     assert len(index_of) == 20
 
 
@@ -225,8 +244,10 @@ def test_deterministic_pipeline_replays(tmp_path):
     make_folder(tmp_path, bad=False)
     source = sources.open_source(f"folder:{tmp_path}")
     data = DataConfig(image_size=16, deterministic=True, shuffle_buffer=8, seed=5)
-    first = [next(iter(pipeline.pretrain_dataset(source, "train", data, AugmentConfig(), 4)))
-             for _ in range(2)]
+    first = [
+        next(iter(pipeline.pretrain_dataset(source, "train", data, AugmentConfig(), 4)))
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(first[0]["view1"].numpy(), first[1]["view1"].numpy())
 
 
@@ -235,13 +256,21 @@ def test_pretraining_from_a_folder_with_bad_files(tmp_path):
 
     from simclr_tf import train
     from simclr_tf.config import Config, ModelConfig, RunConfig
+
     good, bad = make_folder(tmp_path / "images", labeled=False)
     config = Config(
-        run=RunConfig(mode="pretrain", model_dir=str(tmp_path / "run"), train_steps=6,
-                      checkpoint_steps=3, strategy="one_device"),
-        data=DataConfig(dataset=f"folder:{tmp_path / 'images'}", image_size=16,
-                        batch_size=4, shuffle_buffer=16),
-        model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2))
+        run=RunConfig(
+            mode="pretrain",
+            model_dir=str(tmp_path / "run"),
+            train_steps=6,
+            checkpoint_steps=3,
+            strategy="one_device",
+        ),
+        data=DataConfig(
+            dataset=f"folder:{tmp_path / 'images'}", image_size=16, batch_size=4, shuffle_buffer=16
+        ),
+        model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
+    )
     _, results = train.run(config)
     assert results["global_step"] == 6
     # 24 examples drawn from 8 good images: at least two passes, each skipping both bad.
@@ -255,26 +284,41 @@ def test_pretraining_from_a_folder_with_bad_files(tmp_path):
 def test_label_fraction_run_writes_its_subset_and_a_rerun_from_the_file_matches(tmp_path):
     from simclr_tf import train
     from simclr_tf.config import Config, ModelConfig, OptimConfig, RunConfig
+
     _solid_folder(tmp_path / "images", classes=4, per_class=10)
 
     def linear_eval(name, **data):
         config = Config(
-            run=RunConfig(mode="linear_eval", model_dir=str(tmp_path / name), train_steps=2,
-                          checkpoint_steps=2, strategy="one_device", precision="float32"),
-            data=DataConfig(dataset=f"folder:{tmp_path / 'images'}", image_size=8,
-                            batch_size=4, shuffle_buffer=16, eval_split="train", **data),
+            run=RunConfig(
+                mode="linear_eval",
+                model_dir=str(tmp_path / name),
+                train_steps=2,
+                checkpoint_steps=2,
+                strategy="one_device",
+                precision="float32",
+            ),
+            data=DataConfig(
+                dataset=f"folder:{tmp_path / 'images'}",
+                image_size=8,
+                batch_size=4,
+                shuffle_buffer=16,
+                eval_split="train",
+                **data,
+            ),
             model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
-            optim=OptimConfig(optimizer="momentum", learning_rate=0.1, weight_decay=0.0))
+            optim=OptimConfig(optimizer="momentum", learning_rate=0.1, weight_decay=0.0),
+        )
         _, results = train.run(config)
-        return results, (tmp_path / name / pipeline.SUBSET_FILE).read_text().split()
+        return results, (tmp_path / name / subsets.SUBSET_FILE).read_text().split()
 
     results, chosen = linear_eval("fraction", label_fraction=0.2, seed=1)
     assert results["train_examples"] == len(chosen) == 8  # 2 of each class's 10
     assert sorted({c.split("/")[0] for c in chosen}) == [f"class{i}" for i in range(4)]
     again, same = linear_eval("again", label_fraction=0.2, seed=1)
     assert same == chosen
-    from_file, listed = linear_eval("from_file",
-                                    label_subset=str(tmp_path / "fraction" / pipeline.SUBSET_FILE))
+    from_file, listed = linear_eval(
+        "from_file", label_subset=str(tmp_path / "fraction" / subsets.SUBSET_FILE)
+    )
     assert listed == chosen and from_file["train_examples"] == 8
 
 
@@ -289,7 +333,8 @@ def test_unprepared_tfds_dataset_offline_fails_at_once_with_the_data_dir_hint(tm
     import socket
     import time
 
-    from simclr_tf import tfds_source
+    from simclr_tf.data import tfds_source
+
     with socket.socket() as s:  # a loopback port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -300,8 +345,9 @@ def test_unprepared_tfds_dataset_offline_fails_at_once_with_the_data_dir_hint(tm
 
     def offline(urls):
         tried.extend(urls)
-        return tfds_source.reachable([f"https://127.0.0.1:{port}/{u[-8:]}" for u in urls],
-                                     timeout=2)
+        return tfds_source.reachable(
+            [f"https://127.0.0.1:{port}/{u[-8:]}" for u in urls], timeout=2
+        )
 
     with pytest.raises(DataError, match="cannot be reached; .*--data_dir or set TFDS_DATA_DIR"):
         tfds_source.tfds_source("mnist", str(tmp_path), probe=offline)
@@ -311,9 +357,11 @@ def test_unprepared_tfds_dataset_offline_fails_at_once_with_the_data_dir_hint(tm
 
 
 def test_grayscale_and_rgba_tfds_images_become_rgb():
-    from simclr_tf import tfds_source
+    from simclr_tf.data import tfds_source
+
     gray = tf.constant(np.arange(12, dtype=np.uint8).reshape(2, 2, 3)[..., :1])
-    np.testing.assert_array_equal(tfds_source._rgb(gray, 1).numpy(),
-                                  np.repeat(gray.numpy(), 3, axis=-1))
+    np.testing.assert_array_equal(
+        tfds_source._rgb(gray, 1).numpy(), np.repeat(gray.numpy(), 3, axis=-1)
+    )
     rgba = tf.constant(np.arange(16, dtype=np.uint8).reshape(2, 2, 4))
     np.testing.assert_array_equal(tfds_source._rgb(rgba, 4).numpy(), rgba.numpy()[..., :3])

@@ -5,22 +5,27 @@ import types
 import pytest
 import tensorflow as tf
 
+from simclr_tf import distributed, keras_compat
+
 from conftest import cpu_devices
-from simclr_tf import distributed
 
 
 def _strategy(cluster, task_type, task_id):
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
     return types.SimpleNamespace(cluster_resolver=resolver)
 
 
-@pytest.mark.parametrize("cluster, task_type, task_id, chief", [
-    ({"worker": ["a:1", "b:1"]}, "worker", 0, True),
-    ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
-    ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, False),
-    ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, True),
-])
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, chief",
+    [
+        ({"worker": ["a:1", "b:1"]}, "worker", 0, True),
+        ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, True),
+    ],
+)
 def test_exactly_one_task_is_chief(cluster, task_type, task_id, chief):
     assert distributed.is_chief(_strategy(cluster, task_type, task_id)) is chief
 
@@ -31,9 +36,10 @@ def test_single_process_is_chief():
 
 def test_strategies_of_different_sizes_in_one_process():
     for n in (2, 4, 2):
-        strategy = distributed.mirrored(cpu_devices(n))
-        result = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
-            "sum", tf.constant(1.0)))
+        strategy = keras_compat.mirrored_strategy(cpu_devices(n))
+        result = strategy.run(
+            lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.constant(1.0))
+        )
         assert float(strategy.experimental_local_results(result)[0]) == n
 
 

@@ -42,6 +42,7 @@ def test_knn_separates_clusters_and_caps_k():
 
 def test_classification_metrics_match_numpy():
     import tensorflow as tf
+
     rng = np.random.default_rng(2)
     kernel = rng.normal(size=(4, 3)).astype(np.float32)
     images = rng.normal(size=(10, 4)).astype(np.float32)

@@ -10,15 +10,20 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from simclr_tf import augment, builders, export
+from simclr_tf import export
+from simclr_tf.augment import image_ops
 from simclr_tf.config import Config, DataConfig, ModelConfig, RunConfig
+from simclr_tf.models import builders
 
 SIZE = 16
 
 
 def _config(mode):
-    return Config(run=RunConfig(mode=mode), data=DataConfig(image_size=SIZE),
-                  model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2))
+    return Config(
+        run=RunConfig(mode=mode),
+        data=DataConfig(image_size=SIZE),
+        model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
+    )
 
 
 def _images(n=4, seed=0):
@@ -40,8 +45,14 @@ def test_serving_default_matches_the_model(pretrain_export):
     images = _images()
     served = loaded.signatures["serving_default"](images=tf.constant(images))
     expected = model(images, training=False)
-    assert set(served) == {"final_avg_pool", "block_group1", "block_group2", "block_group3",
-                           "block_group4", "proj_head_output"}
+    assert set(served) == {
+        "final_avg_pool",
+        "block_group1",
+        "block_group2",
+        "block_group3",
+        "block_group4",
+        "proj_head_output",
+    }
     for key, value in served.items():
         np.testing.assert_allclose(value.numpy(), expected[key].numpy(), atol=1e-5)
 
@@ -52,19 +63,21 @@ def test_serving_bytes_decodes_and_preprocesses_in_graph(pretrain_export):
     pixels = (_images(1, 3)[0] * 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    served = loaded.signatures["serving_bytes"](
-        encoded_images=tf.constant([buffer.getvalue()]))
-    reference = augment.eval_view(tf.constant(pixels), SIZE, SIZE)[None]
-    np.testing.assert_allclose(served["final_avg_pool"].numpy(),
-                               model(reference, training=False)["final_avg_pool"].numpy(),
-                               atol=1e-5)
+    served = loaded.signatures["serving_bytes"](encoded_images=tf.constant([buffer.getvalue()]))
+    reference = image_ops.eval_view(tf.constant(pixels), SIZE, SIZE)[None]
+    np.testing.assert_allclose(
+        served["final_avg_pool"].numpy(),
+        model(reference, training=False)["final_avg_pool"].numpy(),
+        atol=1e-5,
+    )
 
 
 def test_classifier_export_has_logits_and_probabilities(tmp_path):
     model = builders.classifier_model(_config("finetune"), num_classes=7)
     export.export_saved_model(model, SIZE, str(tmp_path / "clf"))
     served = tf.saved_model.load(str(tmp_path / "clf")).signatures["serving_default"](
-        images=tf.constant(_images()))
+        images=tf.constant(_images())
+    )
     assert served["logits"].shape == (4, 7)
     np.testing.assert_allclose(served["probabilities"].numpy().sum(1), 1.0, atol=1e-5)
 
@@ -74,18 +87,22 @@ def test_keras3_tfsmlayer_loads_it(pretrain_export):
     layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
     images = _images()
     out = layer(images)
-    np.testing.assert_allclose(out["final_avg_pool"],
-                               model(images, training=False)["final_avg_pool"], atol=1e-5)
+    np.testing.assert_allclose(
+        out["final_avg_pool"], model(images, training=False)["final_avg_pool"], atol=1e-5
+    )
 
 
 def test_hub_load_call_and_bn_follows_training_flag(pretrain_export):
     import tensorflow_hub as hub
+
     model, path = pretrain_export
     module = hub.load(path)
     images = tf.constant(_images())
-    np.testing.assert_allclose(module(images, training=False).numpy(),
-                               model(images, training=False)["final_avg_pool"].numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        module(images, training=False).numpy(),
+        model(images, training=False)["final_avg_pool"].numpy(),
+        atol=1e-5,
+    )
     moving = [v for v in module.variables if "moving_mean" in v.name]
     assert moving and len(module.trainable_variables) < len(module.variables)
     before = [v.numpy().copy() for v in moving]
@@ -117,8 +134,13 @@ last = model.evaluate(x, y, verbose=0)
 changed = sum(not np.allclose(b, v.numpy()) for b, v in zip(before, layer.trainable_weights))
 print("RESULT", first, last, changed, len(before))
 """
-    result = subprocess.run(["python", "-c", script], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        ["python", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     line = [l for l in result.stdout.splitlines() if l.startswith("RESULT")]
     assert line, result.stderr[-3000:]
     first, last, changed, total = line[0].split()[1:]
@@ -129,25 +151,48 @@ print("RESULT", first, last, changed, len(before))
 def test_export_mode_from_a_training_run(tmp_path, cifar_data_dir):
     from simclr_tf import train
     from simclr_tf.config import OptimConfig
+
     run_dir = tmp_path / "run"
-    config = Config(run=RunConfig(mode="pretrain", model_dir=str(run_dir), train_steps=2,
-                                  checkpoint_steps=2, eval_steps=1, knn_bank_size=64,
-                                  strategy="one_device", precision="float32"),
-                    data=DataConfig(dataset="cifar10", data_dir=cifar_data_dir, image_size=32,
-                                    batch_size=8, shuffle_buffer=64,
-                                    train_split="train[:1000]", eval_split="test[:500]"),
-                    model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
-                    optim=OptimConfig(warmup_epochs=0))
+    config = Config(
+        run=RunConfig(
+            mode="pretrain",
+            model_dir=str(run_dir),
+            train_steps=2,
+            checkpoint_steps=2,
+            eval_steps=1,
+            knn_bank_size=64,
+            strategy="one_device",
+            precision="float32",
+        ),
+        data=DataConfig(
+            dataset="cifar10",
+            data_dir=cifar_data_dir,
+            image_size=32,
+            batch_size=8,
+            shuffle_buffer=64,
+            train_split="train[:1000]",
+            eval_split="test[:500]",
+        ),
+        model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
+        optim=OptimConfig(warmup_epochs=0),
+    )
     model, _ = train.run(config)
-    result = export.export_from_config(Config(run=RunConfig(
-        mode="export", model_dir=str(run_dir), export_dir=str(tmp_path / "exported"))))
+    result = export.export_from_config(
+        Config(
+            run=RunConfig(
+                mode="export", model_dir=str(run_dir), export_dir=str(tmp_path / "exported")
+            )
+        )
+    )
     assert result["image_size"] == 32
     loaded = tf.saved_model.load(result["export_dir"])
     images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
     served = loaded.signatures["serving_default"](images=tf.constant(images))
-    np.testing.assert_allclose(served["proj_head_output"].numpy(),
-                               model(images, training=False)["proj_head_output"].numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        served["proj_head_output"].numpy(),
+        model(images, training=False)["proj_head_output"].numpy(),
+        atol=1e-5,
+    )
     assert not list(tmp_path.glob("exported.tmp-*"))
 
 
@@ -157,12 +202,25 @@ def test_saved_model_cli_runs_the_serving_signature(pretrain_export, tmp_path):
     images = _images(2, 9)
     np.save(tmp_path / "images.npy", images)
     result = subprocess.run(
-        ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve",
-         "--signature_def", "serving_default", "--inputs", f"images={tmp_path}/images.npy",
-         "--outdir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        [
+            "saved_model_cli",
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={tmp_path}/images.npy",
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     served = np.load(tmp_path / "out" / "final_avg_pool.npy")
-    np.testing.assert_allclose(served, model(images, training=False)["final_avg_pool"],
-                               atol=1e-5)
+    np.testing.assert_allclose(served, model(images, training=False)["final_avg_pool"], atol=1e-5)

@@ -10,8 +10,9 @@ import dataclasses
 import keras
 import pytest
 
-from simclr_tf import builders, conv, hardware, train
+from simclr_tf import hardware, train
 from simclr_tf.config import Config, ModelConfig, RunConfig
+from simclr_tf.models import builders, conv
 
 ZEN3 = frozenset("fpu sse4_2 avx avx2 fma f16c bmi2 sha_ni vaes".split())
 ZEN4 = ZEN3 | frozenset("avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16".split())
@@ -32,21 +33,24 @@ def cpu(flags, limit=None):
     return hardware.Hardware("cpu", "test CPU", flags, 2, limit)
 
 
-@pytest.mark.parametrize("hw, precision", [
-    (cpu(ZEN3), "float32"),
-    (cpu(ZEN4), "mixed_bfloat16"),
-    (cpu(ZEN4, "AVX2"), "float32"),  # oneDNN held to AVX2: bf16 would be emulated
-    (cpu(ZEN4, "AVX512_CORE"), "float32"),
-    (cpu(ZEN4, "AVX512_CORE_BF16"), "mixed_bfloat16"),
-    (cpu(SAPPHIRE_RAPIDS), "mixed_bfloat16"),
-    (cpu(SAPPHIRE_RAPIDS, "AVX512_CORE_AMX"), "mixed_bfloat16"),  # an alias
-    (cpu(frozenset()), "float32"),  # nothing known: the safe choice
-    (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((8, 0),)), "mixed_bfloat16"),
-    (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((8, 6), (7, 0))), "mixed_float16"),
-    (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((7, 5),)), "mixed_float16"),
-    (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((6, 1),)), "float32"),
-    (hardware.Hardware("tpu", "x", ZEN3, 2), "mixed_bfloat16"),
-])
+@pytest.mark.parametrize(
+    "hw, precision",
+    [
+        (cpu(ZEN3), "float32"),
+        (cpu(ZEN4), "mixed_bfloat16"),
+        (cpu(ZEN4, "AVX2"), "float32"),  # oneDNN held to AVX2: bf16 would be emulated
+        (cpu(ZEN4, "AVX512_CORE"), "float32"),
+        (cpu(ZEN4, "AVX512_CORE_BF16"), "mixed_bfloat16"),
+        (cpu(SAPPHIRE_RAPIDS), "mixed_bfloat16"),
+        (cpu(SAPPHIRE_RAPIDS, "AVX512_CORE_AMX"), "mixed_bfloat16"),  # an alias
+        (cpu(frozenset()), "float32"),  # nothing known: the safe choice
+        (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((8, 0),)), "mixed_bfloat16"),
+        (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((8, 6), (7, 0))), "mixed_float16"),
+        (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((7, 5),)), "mixed_float16"),
+        (hardware.Hardware("gpu", "x", ZEN3, 2, None, ((6, 1),)), "float32"),
+        (hardware.Hardware("tpu", "x", ZEN3, 2), "mixed_bfloat16"),
+    ],
+)
 def test_auto_precision_for_each_kind_of_hardware(hw, precision):
     chosen, reason = hardware.auto_precision(hw)
     assert chosen == precision
@@ -58,14 +62,17 @@ def test_reason_names_an_isa_cap_that_hides_bf16():
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in reason
 
 
-@pytest.mark.parametrize("hw, applies", [
-    (cpu(ZEN4), True),  # where it was measured
-    (cpu(ZEN3), False),  # bf16 emulated
-    (hardware.Hardware("cpu", "x", ZEN4, 2, "AVX2", (), "0"), False),  # emulated by Eigen
-    (cpu(SAPPHIRE_RAPIDS), False),  # AMX: not measured
-    (hardware.Hardware("gpu", "x", ZEN4, 2, None, ((8, 0),)), False),
-    (hardware.Hardware("tpu", "x", ZEN4, 2), False),
-])
+@pytest.mark.parametrize(
+    "hw, applies",
+    [
+        (cpu(ZEN4), True),  # where it was measured
+        (cpu(ZEN3), False),  # bf16 emulated
+        (hardware.Hardware("cpu", "x", ZEN4, 2, "AVX2", (), "0"), False),  # emulated by Eigen
+        (cpu(SAPPHIRE_RAPIDS), False),  # AMX: not measured
+        (hardware.Hardware("gpu", "x", ZEN4, 2, None, ((8, 0),)), False),
+        (hardware.Hardware("tpu", "x", ZEN4, 2), False),
+    ],
+)
 def test_kernel_gradient_rule_only_on_the_cpu_it_was_measured_on(hw, applies):
     assert hardware.matmul_kernel_grad_applies(hw) is applies
     resolved = hardware.resolve("mixed_bfloat16", True, hw)
@@ -87,8 +94,9 @@ def test_explicit_precision_wins_over_the_hardware():
 def test_detect_reads_cpuinfo_and_the_onednn_limit(tmp_path):
     path = tmp_path / "cpuinfo"
     path.write_text(CPUINFO.format(flags=" ".join(sorted(ZEN4))))
-    hw = hardware.detect("one_device", environ={"ONEDNN_MAX_CPU_ISA": "avx2"},
-                         cpuinfo_path=str(path))
+    hw = hardware.detect(
+        "one_device", environ={"ONEDNN_MAX_CPU_ISA": "avx2"}, cpuinfo_path=str(path)
+    )
     assert hw.cpu_model == "AMD EPYC 7B13" and hw.cpu_flags == ZEN4
     assert hw.onednn_max_isa == "AVX2" and not hw.native_bf16_cpu
     assert hardware.detect("one_device", environ={}, cpuinfo_path=str(path)).native_bf16_cpu
@@ -108,11 +116,14 @@ def _encoder_kernel_grad_layers(config):
     return [l for l in encoder.layers if isinstance(l, conv.Conv2D) and l.matmul_kernel_grad]
 
 
-@pytest.mark.parametrize("hw, precision, kernel_grad", [
-    (cpu(ZEN4), "mixed_bfloat16", True),
-    (cpu(ZEN3), "float32", False),
-    (cpu(ZEN4, "AVX2"), "float32", False),
-])
+@pytest.mark.parametrize(
+    "hw, precision, kernel_grad",
+    [
+        (cpu(ZEN4), "mixed_bfloat16", True),
+        (cpu(ZEN3), "float32", False),
+        (cpu(ZEN4, "AVX2"), "float32", False),
+    ],
+)
 def test_run_config_resolved_for_the_hardware(hw, precision, kernel_grad):
     config = Config(run=RunConfig(precision="auto"), model=ModelConfig(depth=18))
     resolved_config, record = train.for_hardware(config, hw)
@@ -140,7 +151,9 @@ def test_onednn_turned_on_for_avx2_unless_the_user_chose(tmp_path):
     # Held to AVX2, a Zen 4 stands for a Zen 3: the rule applies as there.
     assert environ_after(ZEN4, {"ONEDNN_MAX_CPU_ISA": "AVX2"})[1]["TF_ENABLE_ONEDNN_OPTS"] == "1"
     assert environ_after(ZEN3, {"TF_ENABLE_ONEDNN_OPTS": "0"}) == (
-        False, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+        False,
+        {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    )
     assert environ_after(frozenset({"sse4_2", "avx"}), {}) == (False, {})  # no AVX2 kernels
 
 

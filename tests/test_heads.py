@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simclr_tf import heads
+from simclr_tf.models import heads
 
 
 def _count(layer):

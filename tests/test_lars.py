@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_tf.lars import LARS
+from simclr_tf.optim.lars import LARS
 
 
 def numpy_lars(params, grads_per_step, lr, momentum, wd, eeta, excluded):
@@ -27,12 +27,17 @@ def numpy_lars(params, grads_per_step, lr, momentum, wd, eeta, excluded):
 @pytest.mark.parametrize("wd", [0.0, 1e-2])
 def test_lars_matches_numpy_with_excluded_variables(wd):
     rng = np.random.default_rng(0)
-    init = {"kernel": rng.normal(size=(4, 3)), "bias": rng.normal(size=(3,)),
-            "gamma": np.ones(3), "zeros": np.zeros((2, 2))}
+    init = {
+        "kernel": rng.normal(size=(4, 3)),
+        "bias": rng.normal(size=(3,)),
+        "gamma": np.ones(3),
+        "zeros": np.zeros((2, 2)),
+    }
     init = {k: v.astype(np.float32) for k, v in init.items()}
     variables = {k: tf.Variable(v, name=k) for k, v in init.items()}
-    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in init.items()}
-             for _ in range(5)]
+    grads = [
+        {k: rng.normal(size=v.shape).astype(np.float32) for k, v in init.items()} for _ in range(5)
+    ]
     optimizer = LARS(learning_rate=0.5, momentum=0.9, weight_decay=wd, eeta=0.001)
     # Excluded by object: names would not tell a BN "gamma" from the others here.
     optimizer.exclude_from_weight_decay(var_list=[variables["bias"], variables["gamma"]])
@@ -48,6 +53,7 @@ def test_lars_matches_numpy_with_excluded_variables(wd):
 
 def test_lars_is_a_keras_optimizer_with_schedule():
     import keras
+
     schedule = keras.optimizers.schedules.PolynomialDecay(1.0, 10, 0.0)
     optimizer = LARS(schedule, weight_decay=1e-4)
     assert isinstance(optimizer, keras.optimizers.Optimizer)

@@ -36,9 +36,14 @@ print(json.dumps({"loss": float(loss), "peak_increase": peak - before}))
 
 
 def _peak_increase(n, kind):
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(n), kind], cwd=REPO, check=True,
-                         capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "3",
-                                                              "PYTHONPATH": REPO}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(n), kind],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO},
+    ).stdout
     return json.loads(out.splitlines()[-1])
 
 

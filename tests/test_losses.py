@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from simclr_tf import keras_compat, losses
+
 from conftest import cpu_devices
-from simclr_tf import distributed, losses
 
 
 def _normalize(x):
@@ -56,8 +57,9 @@ def test_nt_xent_without_l2_normalisation_matches_numpy(temperature):
     z1, z2 = _data(seed=4)
     z1, z2 = 0.5 * z1, 0.5 * z2  # raw dot products, not cosines
     loss, _ = losses.nt_xent(z1, z2, temperature, normalize=False)
-    assert float(loss) == pytest.approx(numpy_nt_xent(z1, z2, temperature, normalize=False),
-                                        rel=1e-5)
+    assert float(loss) == pytest.approx(
+        numpy_nt_xent(z1, z2, temperature, normalize=False), rel=1e-5
+    )
     assert float(loss) != pytest.approx(numpy_nt_xent(z1, z2, temperature), rel=1e-2)
 
 
@@ -76,13 +78,15 @@ def test_nt_logistic_and_margin_triplet_match_numpy():
     for i in range(len(sim)):
         negatives = [j for j in range(len(sim)) if j not in (i, positive[i])]
         pos = sim[i, positive[i]]
-        logistic.append(-np.log(1 / (1 + np.exp(-pos)))
-                        - np.mean(np.log(1 / (1 + np.exp(sim[i, negatives])))))
+        logistic.append(
+            -np.log(1 / (1 + np.exp(-pos))) - np.mean(np.log(1 / (1 + np.exp(sim[i, negatives]))))
+        )
         raw = sim[i] * t
         triplet.append(np.mean(np.maximum(raw[negatives] - raw[positive[i]] + margin, 0)))
     assert float(losses.nt_logistic(z1, z2, t)[0]) == pytest.approx(np.mean(logistic), rel=1e-5)
     assert float(losses.margin_triplet(z1, z2, t, margin=margin)[0]) == pytest.approx(
-        np.mean(triplet), rel=1e-5)
+        np.mean(triplet), rel=1e-5
+    )
 
 
 def _loss_and_grads_on(strategy, x1, x2, kernel, temperature=0.2):
@@ -94,8 +98,10 @@ def _loss_and_grads_on(strategy, x1, x2, kernel, temperature=0.2):
 
     def shard(x):
         return strategy.experimental_distribute_values_from_function(
-            lambda ctx: tf.constant(x[ctx.replica_id_in_sync_group * n:
-                                      (ctx.replica_id_in_sync_group + 1) * n]))
+            lambda ctx: tf.constant(
+                x[ctx.replica_id_in_sync_group * n : (ctx.replica_id_in_sync_group + 1) * n]
+            )
+        )
 
     def step(a, b):
         with tf.GradientTape() as tape:
@@ -103,8 +109,10 @@ def _loss_and_grads_on(strategy, x1, x2, kernel, temperature=0.2):
             scaled = loss / replicas
         grad = tape.gradient(scaled, w)
         ctx = tf.distribute.get_replica_context()
-        return (ctx.all_reduce(tf.distribute.ReduceOp.SUM, scaled),
-                ctx.all_reduce(tf.distribute.ReduceOp.SUM, grad))
+        return (
+            ctx.all_reduce(tf.distribute.ReduceOp.SUM, scaled),
+            ctx.all_reduce(tf.distribute.ReduceOp.SUM, grad),
+        )
 
     loss, grad = strategy.run(tf.function(step), args=(shard(x1), shard(x2)))
     first = lambda v: strategy.experimental_local_results(v)[0].numpy()  # noqa: E731
@@ -121,7 +129,7 @@ def test_loss_and_gradients_do_not_depend_on_replica_count(replicas):
     with tf.GradientTape() as tape:
         single_loss, _ = losses.nt_xent(x1 @ w, x2 @ w, 0.2)
     single_grad = tape.gradient(single_loss, w).numpy()
-    strategy = distributed.mirrored(cpu_devices(replicas))
+    strategy = keras_compat.mirrored_strategy(cpu_devices(replicas))
     loss, grad = _loss_and_grads_on(strategy, x1, x2, kernel)
     assert loss == pytest.approx(float(single_loss), abs=1e-5)
     np.testing.assert_allclose(grad, single_grad, atol=1e-5)
@@ -148,7 +156,8 @@ def test_blockwise_nt_xent_loss_and_gradients_match_numpy(block_rows):
     assert float(loss) == pytest.approx(_numpy_nt_xent_vectorised(z1, z2, t), rel=1e-5)
     cross = _normalize(z1) @ _normalize(z2).T
     assert float(metrics["contrast_acc"]) == pytest.approx(
-        np.mean(np.argmax(cross, axis=1) == np.arange(6)))
+        np.mean(np.argmax(cross, axis=1) == np.arange(6))
+    )
     eps = 1e-4
     for z, grad, first in ((z1, g1, True), (z2, g2, False)):
         numeric = np.zeros_like(z, dtype=np.float64)
@@ -158,8 +167,9 @@ def test_blockwise_nt_xent_loss_and_gradients_match_numpy(block_rows):
             minus[index] -= eps
             args_plus = (plus, z2) if first else (z1, plus)
             args_minus = (minus, z2) if first else (z1, minus)
-            numeric[index] = (_numpy_nt_xent_vectorised(*args_plus, t)
-                              - _numpy_nt_xent_vectorised(*args_minus, t)) / (2 * eps)
+            numeric[index] = (
+                _numpy_nt_xent_vectorised(*args_plus, t) - _numpy_nt_xent_vectorised(*args_minus, t)
+            ) / (2 * eps)
         np.testing.assert_allclose(grad.numpy(), numeric, rtol=1e-3, atol=1e-5)
 
 

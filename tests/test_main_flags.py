@@ -7,9 +7,10 @@ import sys
 import pytest
 from absl import flags
 
-from conftest import REPO
 from simclr_tf import config as cfg
 from simclr_tf import main
+
+from conftest import REPO
 
 
 def _parse(*args):
@@ -40,48 +41,63 @@ def test_flag_defaults_are_the_config_defaults_exactly():
 
 
 def test_flags_reach_the_config():
-    config = _parse("--depth=50", "--width_multiplier=0.5", "--area_range=0.2,0.9",
-                    "--cifar_stem=false", "--blur_prob=0", "--precision=mixed_bfloat16")
+    config = _parse(
+        "--depth=50",
+        "--width_multiplier=0.5",
+        "--area_range=0.2,0.9",
+        "--cifar_stem=false",
+        "--blur_prob=0",
+        "--precision=mixed_bfloat16",
+    )
     assert config.model.depth == 50 and config.model.width_multiplier == 0.5
     assert config.augment.area_range == (0.2, 0.9) and config.model.cifar_stem is False
     assert config.augment.blur_prob == 0.0 and config.run.precision == "mixed_bfloat16"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--depth=42"], "--depth"),
-    (["--label_fraction=0"], "--label_fraction"),
-    (["--temperature=-1"], "--temperature"),
-    (["--mode=finetune"], "--init_checkpoint"),
-    (["--grayscale_prob=1.5"], "--grayscale_prob"),
-    (["--proj_head_mode=linear", "--ft_proj_selector=2"], "--ft_proj_selector"),
-    (["--area_range=0.9,0.1"], "--area_range"),
-    (["--aspect_range=0,1.3"], "--aspect_range"),
-    (["--knn_temperature=0"], "--knn_temperature"),
-    (["--knn_bank_size=0"], "--knn_bank_size"),
-    (["--eval_steps=-1"], "--eval_steps"),
-    (["--summary_steps=0"], "--summary_steps"),
-    (["--train_steps=-5"], "--train_steps"),
-    (["--shuffle_buffer=0"], "--shuffle_buffer"),
-    (["--color_jitter_strength=-0.5"], "--color_jitter_strength"),
-    (["--bn_momentum=1"], "--bn_momentum"),
-    (["--bn_momentum=0"], "--bn_momentum"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--depth=42"], "--depth"),
+        (["--label_fraction=0"], "--label_fraction"),
+        (["--temperature=-1"], "--temperature"),
+        (["--mode=finetune"], "--init_checkpoint"),
+        (["--grayscale_prob=1.5"], "--grayscale_prob"),
+        (["--proj_head_mode=linear", "--ft_proj_selector=2"], "--ft_proj_selector"),
+        (["--area_range=0.9,0.1"], "--area_range"),
+        (["--aspect_range=0,1.3"], "--aspect_range"),
+        (["--knn_temperature=0"], "--knn_temperature"),
+        (["--knn_bank_size=0"], "--knn_bank_size"),
+        (["--eval_steps=-1"], "--eval_steps"),
+        (["--summary_steps=0"], "--summary_steps"),
+        (["--train_steps=-5"], "--train_steps"),
+        (["--shuffle_buffer=0"], "--shuffle_buffer"),
+        (["--color_jitter_strength=-0.5"], "--color_jitter_strength"),
+        (["--bn_momentum=1"], "--bn_momentum"),
+        (["--bn_momentum=0"], "--bn_momentum"),
+    ],
+)
 def test_bad_values_are_rejected_with_a_reason(args, message):
     with pytest.raises(cfg.ConfigError, match=message):
         main.validate(_parse(*args))
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "simclr_tf.main", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "simclr_tf.main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+    )
 
 
 def test_cli_rejects_bad_flag_in_one_line():
     result = _cli("--depth=42")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "simclr_tf: error: --depth must be one of (18, 34, 50, 101, 152, 200)"]
+        "simclr_tf: error: --depth must be one of (18, 34, 50, 101, 152, 200)"
+    ]
 
 
 def test_cli_reports_missing_data_in_one_line(tmp_path):
@@ -93,17 +109,27 @@ def test_cli_reports_missing_data_in_one_line(tmp_path):
 
 
 def test_cli_reports_wrong_split_in_one_line(tmp_path, cifar_data_dir):
-    result = _cli("--dataset=cifar10", f"--data_dir={cifar_data_dir}", "--train_split=tran",
-                  f"--model_dir={tmp_path}/m")
+    result = _cli(
+        "--dataset=cifar10",
+        f"--data_dir={cifar_data_dir}",
+        "--train_split=tran",
+        f"--model_dir={tmp_path}/m",
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no split 'tran'" in result.stderr
 
 
 def test_flags_the_mode_never_reads_are_named():
-    assert main.ignored_flags(_parse("--mode=linear_eval", "--color_jitter_strength=0.3",
-                                     "--temperature=0.2", "--learning_rate=0.5")) == [
-        "color_jitter_strength", "temperature"]
-    assert main.ignored_flags(_parse("--mode=pretrain", "--color_jitter_strength=0.3",
-                                     "--ft_proj_selector=1")) == ["ft_proj_selector"]
+    assert main.ignored_flags(
+        _parse(
+            "--mode=linear_eval",
+            "--color_jitter_strength=0.3",
+            "--temperature=0.2",
+            "--learning_rate=0.5",
+        )
+    ) == ["color_jitter_strength", "temperature"]
+    assert main.ignored_flags(
+        _parse("--mode=pretrain", "--color_jitter_strength=0.3", "--ft_proj_selector=1")
+    ) == ["ft_proj_selector"]
     assert "depth" in main.ignored_flags(_parse("--mode=eval", "--depth=18"))
     assert main.ignored_flags(_parse("--mode=export", "--model_dir=r", "--export_dir=e")) == []

@@ -5,21 +5,25 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_tf import builders, model as models, optimizers
+from simclr_tf import keras_compat
 from simclr_tf.config import Config, DataConfig, ModelConfig, RunConfig
+from simclr_tf.models import builders, step_models
+from simclr_tf.optim import optimizers
 
 
 def _config(mode="pretrain", **model):
-    return Config(run=RunConfig(mode=mode), data=DataConfig(image_size=16),
-                  model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2,
-                                    **model))
+    return Config(
+        run=RunConfig(mode=mode),
+        data=DataConfig(image_size=16),
+        model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2, **model),
+    )
 
 
 def test_masked_cross_entropy_matches_numpy_and_ignores_unlabeled():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 4)).astype(np.float32)
     labels = np.array([0, 3, -1, 2, -1, 1])
-    loss, acc, count = models.masked_cross_entropy(labels, logits)
+    loss, acc, count = step_models.masked_cross_entropy(labels, logits)
     valid = labels >= 0
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     expected = -np.mean(log_p[valid, labels[valid]])
@@ -30,8 +34,8 @@ def test_masked_cross_entropy_matches_numpy_and_ignores_unlabeled():
 
 def test_no_decay_variables_are_bn_bias_and_classifier():
     model = builders.pretrain_model(_config(), num_classes=10)
-    excluded = {id(v) for v in models.no_decay_variables(model)}
-    for layer in model._flatten_layers(include_self=False):
+    excluded = {id(v) for v in step_models.no_decay_variables(model)}
+    for layer in keras_compat.all_sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             assert id(layer.gamma) in excluded
             assert layer.beta is None or id(layer.beta) in excluded
@@ -42,14 +46,15 @@ def test_no_decay_variables_are_bn_bias_and_classifier():
 
 def test_pretrain_step_lowers_the_loss_on_a_fixed_batch():
     model = builders.pretrain_model(_config(), num_classes=10)
-    optimizer = optimizers.build_optimizer("lars", 0.5, 0.9, 0.0,
-                                           models.no_decay_variables(model))
+    optimizer = optimizers.build_optimizer("lars", 0.5, 0.9, 0.0)
     model.compile(optimizer=optimizer)
     rng = np.random.default_rng(1)
     images = rng.random((16, 16, 16, 3)).astype(np.float32)
-    batch = {"view1": images, "view2": np.clip(images + 0.05 * rng.normal(size=images.shape),
-                                               0, 1).astype(np.float32),
-             "label": rng.integers(0, 10, 16)}
+    batch = {
+        "view1": images,
+        "view2": np.clip(images + 0.05 * rng.normal(size=images.shape), 0, 1).astype(np.float32),
+        "label": rng.integers(0, 10, 16),
+    }
     first = model.train_on_batch(batch, return_dict=True)
     for _ in range(15):
         last = model.train_on_batch(batch, return_dict=True)
@@ -61,8 +66,10 @@ def test_linear_eval_freezes_encoder_and_bn_statistics():
     model = builders.classifier_model(_config("linear_eval"), num_classes=5)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = [v.numpy().copy() for v in model.encoder.variables]
-    batch = {"image": np.random.default_rng(2).random((8, 16, 16, 3)).astype(np.float32),
-             "label": np.arange(8) % 5}
+    batch = {
+        "image": np.random.default_rng(2).random((8, 16, 16, 3)).astype(np.float32),
+        "label": np.arange(8) % 5,
+    }
     model.train_on_batch(batch)
     for old, new in zip(before, model.encoder.variables):
         np.testing.assert_array_equal(old, new.numpy())  # weights and moving stats
@@ -73,8 +80,8 @@ def test_fine_tune_after_block_freezes_the_early_layers():
     model = builders.classifier_model(_config("finetune", fine_tune_after_block=2), 5)
     names = [l.name for l in model.encoder.layers]
     cut = names.index("block_group2")
-    assert all(not l.trainable for l in model.encoder.layers[:cut + 1])
-    assert any(l.trainable and l.weights for l in model.encoder.layers[cut + 1:])
+    assert all(not l.trainable for l in model.encoder.layers[: cut + 1])
+    assert any(l.trainable and l.weights for l in model.encoder.layers[cut + 1 :])
 
 
 def test_classifier_from_head_layer_uses_the_projection_head():
@@ -94,7 +101,7 @@ def test_classifier_reads_exactly_the_selected_head_layer(layer):
     h = model.encoder(images, training=False)["final_avg_pool"]
     # Independent of the model's own call: h, then the head's layers one by one.
     outputs = [h]
-    for dense_bn in (model.projection_head.layers_ if model.projection_head else []):
+    for dense_bn in model.projection_head.layers_ if model.projection_head else []:
         outputs.append(dense_bn(outputs[-1], training=False))
     assert len(outputs) == (1 if layer == 0 else 3)
     logits = model(images, training=False)["logits"].numpy()
@@ -109,19 +116,22 @@ def test_classifier_reads_exactly_the_selected_head_layer(layer):
 
 
 def test_checkpoints_hold_every_model_variable(tmp_path):
-    from simclr_tf import builders as b, callbacks
+    from simclr_tf import checkpoints
+    from simclr_tf.models import builders as b
+
     model = b.pretrain_model(_config(), num_classes=10)
-    model.compile(optimizer=optimizers.build_optimizer("lars", 0.1, 0.9, 0.0, []))
+    model.compile(optimizer=optimizers.build_optimizer("lars", 0.1, 0.9, 0.0))
     model.optimizer.build(model.trainable_variables)
-    callbacks.CheckpointManager(b.checkpoint_items(model), str(tmp_path)).save(1)
+    checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path)).save(1)
     saved = {tuple(shape) for _, shape in tf.train.list_variables(str(tmp_path))}
     assert len(tf.train.list_variables(str(tmp_path))) >= len(model.variables)
     # Every head variable is restorable into a fresh classifier built the same way.
     clf = b.classifier_model(_config("finetune", ft_proj_selector=1), 10)
     for v in clf.projection_head.variables:
         v.assign(tf.zeros_like(v))
-    callbacks.restore_parts({"encoder": clf.encoder, "projection_head": clf.projection_head},
-                            str(tmp_path))
+    checkpoints.restore_parts(
+        {"encoder": clf.encoder, "projection_head": clf.projection_head}, str(tmp_path)
+    )
     for mine, theirs in zip(model.projection_head.variables, clf.projection_head.variables):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     for mine, theirs in zip(model.encoder.variables, clf.encoder.variables):
@@ -131,13 +141,17 @@ def test_checkpoints_hold_every_model_variable(tmp_path):
 
 def test_keras_evaluate_agrees_with_the_project_evaluation():
     from simclr_tf import evaluation
+
     model = builders.classifier_model(_config("finetune"), num_classes=5)
     model.linear_head.kernel.assign(
-        np.random.default_rng(3).normal(size=model.linear_head.kernel.shape))
+        np.random.default_rng(3).normal(size=model.linear_head.kernel.shape)
+    )
     model.compile()
     rng = np.random.default_rng(4)
-    data = {"image": rng.random((10, 16, 16, 3)).astype(np.float32),
-            "label": np.array([0, 1, 2, 3, 4, -1, 0, 1, 2, 3])}
+    data = {
+        "image": rng.random((10, 16, 16, 3)).astype(np.float32),
+        "label": np.array([0, 1, 2, 3, 4, -1, 0, 1, 2, 3]),
+    }
     dataset = tf.data.Dataset.from_tensor_slices(data).batch(4)  # short last batch
     keras_logs = model.evaluate(dataset, verbose=0, return_dict=True)
     reference = evaluation.classification_metrics(model, dataset)

@@ -22,17 +22,38 @@ def _free_ports(n):
 def test_two_workers_pretrain_and_only_the_chief_writes(tmp_path, cifar_data_dir):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     model_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "simclr_tf.main", "--flagfile=flags/cifar10_common.cfg",
-               "--mode=pretrain", f"--data_dir={cifar_data_dir}", f"--model_dir={model_dir}",
-               "--strategy=multi_worker", "--depth=18", "--width_multiplier=0.125",
-               "--batch_size=16", "--train_steps=4", "--checkpoint_steps=2",
-               "--eval_steps=1", "--knn_bank_size=64", "--shuffle_buffer=64"]
+    command = [
+        sys.executable,
+        "-m",
+        "simclr_tf.main",
+        "--flagfile=flags/cifar10_common.cfg",
+        "--mode=pretrain",
+        f"--data_dir={cifar_data_dir}",
+        f"--model_dir={model_dir}",
+        "--strategy=multi_worker",
+        "--depth=18",
+        "--width_multiplier=0.125",
+        "--batch_size=16",
+        "--train_steps=4",
+        "--checkpoint_steps=2",
+        "--eval_steps=1",
+        "--knn_bank_size=64",
+        "--shuffle_buffer=64",
+    ]
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[:6000]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simclr_tf import resnet
+from simclr_tf.models import resnet
 
 
 def _trainable(model):
@@ -20,8 +20,10 @@ def test_resnet18_matches_the_published_torchvision_count():
     assert _trainable(resnet.resnet(18)) == 11_689_512 - (512 * 1000 + 1000)
 
 
-@pytest.mark.parametrize("width, sk_ratio, paper_millions", [
-    (1, 0.0, 24), (2, 0.0, 94), (1, 0.0625, 35), (2, 0.0625, 140)])
+@pytest.mark.parametrize(
+    "width, sk_ratio, paper_millions",
+    [(1, 0.0, 24), (2, 0.0, 94), (1, 0.0625, 35), (2, 0.0625, 140)],
+)
 def test_paper_parameter_counts(width, sk_ratio, paper_millions):
     count = _trainable(resnet.resnet(50, width, sk_ratio)) / 1e6
     # The paper rounds to whole millions; within that rounding and within 2.1%.
@@ -52,8 +54,7 @@ def test_imagenet_stem_downsamples_by_32():
 
 def test_last_bn_of_every_block_starts_with_zero_gamma():
     model = resnet.resnet(34, 0.25)
-    zero = [v for v in model.trainable_variables
-            if "gamma" in v.path and not np.any(v.numpy())]
+    zero = [v for v in model.trainable_variables if "gamma" in v.path and not np.any(v.numpy())]
     assert len(zero) == 3 + 4 + 6 + 3  # one per residual block
 
 

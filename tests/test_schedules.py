@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from simclr_tf import schedules
+from simclr_tf.optim import schedules
 
 
 def test_scaling_rules():

@@ -6,25 +6,36 @@ import os
 
 import numpy as np
 import pytest
-
 import tensorflow as tf
 
+from simclr_tf import export, train, training_loop
+from simclr_tf.config import AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig, RunConfig
+
 from conftest import requires_bf16_kernels
-from simclr_tf import export, train
-from simclr_tf.config import (AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig,
-                              RunConfig)
 
 
 def tiny_config(model_dir, data_dir, **run):
     run.setdefault("precision", "float32")  # the same arithmetic on every CPU
     return Config(
-        run=RunConfig(model_dir=str(model_dir), checkpoint_steps=2, eval_steps=2,
-                      knn_bank_size=256, strategy="one_device", **run),
+        run=RunConfig(
+            model_dir=str(model_dir),
+            checkpoint_steps=2,
+            eval_steps=2,
+            knn_bank_size=256,
+            strategy="one_device",
+            **run,
+        ),
         # Slices of CIFAR-10 (TFDS reads them natively): samples for kNN and evaluation
         # are drawn by id from the whole split, so a small split keeps the runs small.
-        data=DataConfig(dataset="cifar10", data_dir=data_dir, batch_size=16,
-                        eval_batch_size=64, shuffle_buffer=256, train_split="train[:2000]",
-                        eval_split="test[:1000]"),
+        data=DataConfig(
+            dataset="cifar10",
+            data_dir=data_dir,
+            batch_size=16,
+            eval_batch_size=64,
+            shuffle_buffer=256,
+            train_split="train[:2000]",
+            eval_split="test[:1000]",
+        ),
         model=ModelConfig(depth=18, width_multiplier=0.125, num_proj_layers=2),
         augment=AugmentConfig(color_jitter_strength=0.5, blur_prob=0.0),
         optim=OptimConfig(learning_rate=0.5, warmup_epochs=0.0, weight_decay=1e-4),
@@ -33,8 +44,10 @@ def tiny_config(model_dir, data_dir, **run):
 
 def _replace(config, section, **changes):
     import dataclasses
-    return dataclasses.replace(config, **{section: dataclasses.replace(
-        getattr(config, section), **changes)})
+
+    return dataclasses.replace(
+        config, **{section: dataclasses.replace(getattr(config, section), **changes)}
+    )
 
 
 def _results(model_dir):
@@ -53,9 +66,14 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     pretrained_kernel = model.encoder.trainable_variables[0].numpy()
 
     lin_dir = tmp_path / "linear"
-    lin = _replace(tiny_config(lin_dir, cifar_data_dir, mode="linear_eval", train_steps=4,
-                               init_checkpoint=str(pre_dir)),
-                   "optim", optimizer="momentum", weight_decay=0.0)
+    lin = _replace(
+        tiny_config(
+            lin_dir, cifar_data_dir, mode="linear_eval", train_steps=4, init_checkpoint=str(pre_dir)
+        ),
+        "optim",
+        optimizer="momentum",
+        weight_decay=0.0,
+    )
     clf, results = train.run(lin)
     assert results["global_step"] == 4 and 0 <= results["eval_accuracy"] <= 1
     # Initialised from the pretraining run, and frozen during linear eval.
@@ -63,11 +81,12 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     assert not clf.encoder.trainable_variables
 
     ft_dir = tmp_path / "finetune"
-    ft = tiny_config(ft_dir, cifar_data_dir, mode="finetune", train_steps=4,
-                     init_checkpoint=str(pre_dir))
+    ft = tiny_config(
+        ft_dir, cifar_data_dir, mode="finetune", train_steps=4, init_checkpoint=str(pre_dir)
+    )
     ft = _replace(_replace(ft, "data", label_fraction=0.01), "model", ft_proj_selector=1)
     clf, results = train.run(ft)
-    _, labels = train.sources.open_source("cifar10", cifar_data_dir).index("train[:2000]")
+    _, labels = train.open_source("cifar10", cifar_data_dir).index("train[:2000]")
     per_class = np.bincount(labels)
     assert results["train_examples"] == sum(max(1, round(0.01 * n)) for n in per_class)
     assert not np.array_equal(clf.encoder.trainable_variables[0].numpy(), pretrained_kernel)
@@ -83,18 +102,28 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     # of another architecture (naming what differs).
     with pytest.raises(train.ConfigError, match="is a pretraining run"):
         train.run(tiny_config(pre_dir, cifar_data_dir, mode="eval"))
-    wider = _replace(tiny_config(tmp_path / "wider", cifar_data_dir, mode="linear_eval",
-                                 train_steps=1, init_checkpoint=str(pre_dir)),
-                     "model", width_multiplier=0.25)
-    with pytest.raises(train.ConfigError,
-                       match="another architecture .*--width_multiplier=0.125 there, 0.25 here"):
+    wider = _replace(
+        tiny_config(
+            tmp_path / "wider",
+            cifar_data_dir,
+            mode="linear_eval",
+            train_steps=1,
+            init_checkpoint=str(pre_dir),
+        ),
+        "model",
+        width_multiplier=0.25,
+    )
+    with pytest.raises(
+        train.ConfigError, match="another architecture .*--width_multiplier=0.125 there, 0.25 here"
+    ):
         train.run(wider)
 
     # --mode=export on the fine-tuned run: the classifier's logits are served too.
     export_dir = tmp_path / "exported"
     export.export_from_config(_replace(ev, "run", mode="export", export_dir=str(export_dir)))
     served = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
-        images=tf.zeros([2, 32, 32, 3]))
+        images=tf.zeros([2, 32, 32, 3])
+    )
     assert served["logits"].shape == (2, 10) and "final_avg_pool" in served
 
 
@@ -116,8 +145,11 @@ def _summary_steps(log_dir, tag):
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, cifar_data_dir):
-    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4),
-                      "run", summary_steps=1)
+    config = _replace(
+        tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4),
+        "run",
+        summary_steps=1,
+    )
     train.run(config)
     longer = _replace(config, "run", train_steps=6)
     model, results = train.run(longer)
@@ -127,12 +159,17 @@ def test_resume_continues_from_the_checkpoint(tmp_path, cifar_data_dir):
     assert _summary_steps(tmp_path / "logs" / "train", "batch_loss") == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("precision", [
-    pytest.param("mixed_bfloat16", marks=requires_bf16_kernels), "mixed_float16"])
+@pytest.mark.parametrize(
+    "precision", [pytest.param("mixed_bfloat16", marks=requires_bf16_kernels), "mixed_float16"]
+)
 def test_pretrain_under_mixed_precision(tmp_path, cifar_data_dir, precision):
     import keras
-    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=2),
-                      "run", precision=precision)
+
+    config = _replace(
+        tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=2),
+        "run",
+        precision=precision,
+    )
     try:
         model, results = train.run(config)
     finally:
@@ -151,11 +188,14 @@ def test_seed_sets_weight_initialisation(cifar_data_dir, tmp_path):
     be compared pair by pair); another seed gives other weights."""
     import keras
 
-    from simclr_tf import builders
+    from simclr_tf.models import builders
 
     def initial_weights(seed, precision):
-        config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain",
-                                      precision=precision), "data", seed=seed)
+        config = _replace(
+            tiny_config(tmp_path, cifar_data_dir, mode="pretrain", precision=precision),
+            "data",
+            seed=seed,
+        )
         train.setup(config)
         weights = [v.numpy() for v in builders.pretrain_model(config, 0).trainable_variables]
         keras.mixed_precision.set_global_policy("float32")
@@ -173,20 +213,25 @@ def test_seed_sets_weight_initialisation(cifar_data_dir, tmp_path):
 
 def test_auto_precision_is_this_machines_choice_and_recorded(tmp_path, cifar_data_dir):
     from simclr_tf import hardware
-    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=2,
-                         precision="auto")
+
+    config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=2, precision="auto")
     model, _ = train.run(config)
     expected, reason = hardware.auto_precision(hardware.detect("one_device"))
     recorded = json.loads((tmp_path / "config.json").read_text())
     assert recorded["run"]["precision"] == "auto"  # as asked: a rerun elsewhere re-decides
     assert recorded["resolved"]["precision"] == expected
     assert recorded["resolved"]["precision_reason"] == f"auto: {reason}"
-    assert recorded["resolved"]["hardware"]["cpu_kind"] in ("AVX2", "AVX-512 BF16",
-                                                            "AVX-512 BF16 + AMX",
-                                                            "other x86/ARM")
-    assert model.encoder.compute_dtype == (expected.split("_")[1]
-                                           if expected.startswith("mixed") else "float32")
+    assert recorded["resolved"]["hardware"]["cpu_kind"] in (
+        "AVX2",
+        "AVX-512 BF16",
+        "AVX-512 BF16 + AMX",
+        "other x86/ARM",
+    )
+    assert model.encoder.compute_dtype == (
+        expected.split("_")[1] if expected.startswith("mixed") else "float32"
+    )
     import keras
+
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
 
 
@@ -195,12 +240,20 @@ def test_bf16_and_float32_runs_agree_at_equal_steps(tmp_path, cifar_data_dir):
     """Same seed, same batches, same number of steps: bf16's rounding (8 significant
     bits) moves the weights by a small fraction of what the training itself moved them.
     Gradients that bf16 got wrong would move them as far again (a ratio near 1)."""
-    from simclr_tf import builders
+    from simclr_tf.models import builders
 
     def weights_after(precision, steps):
-        config = _replace(tiny_config(tmp_path / f"{precision}_{steps}", cifar_data_dir,
-                                      mode="pretrain", train_steps=max(steps, 1),
-                                      precision=precision), "data", deterministic=True)
+        config = _replace(
+            tiny_config(
+                tmp_path / f"{precision}_{steps}",
+                cifar_data_dir,
+                mode="pretrain",
+                train_steps=max(steps, 1),
+                precision=precision,
+            ),
+            "data",
+            deterministic=True,
+        )
         if steps == 0:  # the initial weights, as train.run builds them
             config, _ = train.for_hardware(config)
             train.setup(config)
@@ -230,8 +283,12 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(tmp_path, cifar_da
                 kernel = self.model.probe.kernel
                 kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
-    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=6),
-                      "run", checkpoint_steps=1, keep_checkpoints=2)
+    config = _replace(
+        tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=6),
+        "run",
+        checkpoint_steps=1,
+        keep_checkpoints=2,
+    )
     # Step 2's weights are NaN before its checkpoint is written (its loss, computed
     # before the update, is still finite): caught at the save, not one step later.
     with pytest.raises(train.TrainingError, match="at step 2; last good checkpoint: .*ckpt-1"):
@@ -240,38 +297,57 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(tmp_path, cifar_da
     assert sorted(p.name for p in tmp_path.glob("ckpt-*.index")) == ["ckpt-1.index"]
     assert not (tmp_path / "results.json").exists()
     reader = tf.train.load_checkpoint(str(tmp_path / "ckpt-1"))
-    values = [reader.get_tensor(k) for k, dtype in reader.get_variable_to_dtype_map().items()
-              if dtype.is_floating]
+    values = [
+        reader.get_tensor(k)
+        for k, dtype in reader.get_variable_to_dtype_map().items()
+        if dtype.is_floating
+    ]
     assert values and all(np.all(np.isfinite(v)) for v in values)
 
 
 def test_a_missing_eval_split_stops_every_mode_before_training(tmp_path):
     from test_data import _solid_folder
+
     _solid_folder(tmp_path / "images", classes=2, per_class=4)  # labelled, train split only
     for mode in ("pretrain", "linear_eval", "supervised"):
-        config = _replace(tiny_config(tmp_path / mode, None, mode=mode, train_steps=2),
-                          "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
-                          train_split="train", eval_split="test")
-        with pytest.raises(train.sources.DataError, match="no eval split 'test'"):
+        config = _replace(
+            tiny_config(tmp_path / mode, None, mode=mode, train_steps=2),
+            "data",
+            dataset=f"folder:{tmp_path / 'images'}",
+            image_size=8,
+            train_split="train",
+            eval_split="test",
+        )
+        with pytest.raises(train.DataError, match="no eval split 'test'"):
             train.run(config)
         assert not list((tmp_path / mode).glob("ckpt-*"))
     # --eval_split= (None) trains without evaluation.
-    config = _replace(tiny_config(tmp_path / "none", None, mode="pretrain", train_steps=2),
-                      "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
-                      train_split="train", eval_split=None)
+    config = _replace(
+        tiny_config(tmp_path / "none", None, mode="pretrain", train_steps=2),
+        "data",
+        dataset=f"folder:{tmp_path / 'images'}",
+        image_size=8,
+        train_split="train",
+        eval_split=None,
+    )
     _, results = train.run(config)
     assert results["global_step"] == 2 and "knn_acc" not in results
 
 
 def test_knn_bank_is_a_class_balanced_sample_not_the_first_examples(tmp_path):
     from test_data import _image_index, _solid_folder
+
     index_of = _solid_folder(tmp_path / "images", classes=5, per_class=8)  # sorted by class
-    config = _replace(_replace(tiny_config(tmp_path, None, mode="pretrain"), "run",
-                               knn_bank_size=10),
-                      "data", dataset=f"folder:{tmp_path / 'images'}", image_size=8,
-                      train_split="train", eval_split="train")
-    source = train.sources.open_source(config.data.dataset)
-    bank, _ = train._knn_datasets(config, source)
+    config = _replace(
+        _replace(tiny_config(tmp_path, None, mode="pretrain"), "run", knn_bank_size=10),
+        "data",
+        dataset=f"folder:{tmp_path / 'images'}",
+        image_size=8,
+        train_split="train",
+        eval_split="train",
+    )
+    source = train.open_source(config.data.dataset)
+    bank, _ = train.knn_datasets(config, source)
     seen = np.concatenate([_image_index(b["image"].numpy()) for b in bank()])
     classes = np.bincount(seen // 8, minlength=5)
     assert classes.tolist() == [2] * 5  # 10 of 40: two of every class, not 10 of class 0
@@ -279,8 +355,12 @@ def test_knn_bank_is_a_class_balanced_sample_not_the_first_examples(tmp_path):
 
 
 def test_supervised_mode_trains_the_whole_network_from_scratch(tmp_path, cifar_data_dir):
-    config = _replace(tiny_config(tmp_path, cifar_data_dir, mode="supervised", train_steps=3),
-                      "optim", optimizer="momentum", learning_rate=0.1)
+    config = _replace(
+        tiny_config(tmp_path, cifar_data_dir, mode="supervised", train_steps=3),
+        "optim",
+        optimizer="momentum",
+        learning_rate=0.1,
+    )
     model, results = train.run(config)
     assert results["global_step"] == 3 and 0 <= results["eval_accuracy"] <= 1
     assert model.projection_head is None and not model.freeze_encoder
@@ -293,8 +373,7 @@ def test_supervised_mode_trains_the_whole_network_from_scratch(tmp_path, cifar_d
     assert means and any(np.any(m != 0) for m in means)
 
 
-def test_float16_giving_up_on_skipped_batches_is_an_error(tmp_path, cifar_data_dir,
-                                                          monkeypatch):
+def test_float16_giving_up_on_skipped_batches_is_an_error(tmp_path, cifar_data_dir, monkeypatch):
     import keras
 
     class Skip(keras.callbacks.Callback):
@@ -304,8 +383,10 @@ def test_float16_giving_up_on_skipped_batches_is_an_error(tmp_path, cifar_data_d
             if int(self.model.optimizer.iterations.numpy()) == 3:
                 self.model.optimizer.iterations.assign_sub(1)
 
-    monkeypatch.setattr(train, "MAX_SKIPPED_STEPS", 0)
+    monkeypatch.setattr(training_loop, "MAX_SKIPPED_STEPS", 0)
     config = tiny_config(tmp_path, cifar_data_dir, mode="pretrain", train_steps=4)
-    with pytest.raises(train.TrainingError, match=r"\d+ batches had non-finite gradients .*last good checkpoint"):
+    with pytest.raises(
+        train.TrainingError, match=r"\d+ batches had non-finite gradients .*last good checkpoint"
+    ):
         train.run(config, extra_callbacks=[Skip()])
     assert not (tmp_path / "results.json").exists()

@@ -28,11 +28,11 @@ flags.DEFINE_bool("validate", False, "Decode every image and leave out the ones 
 
 def _example(contents, label, name):
     import tensorflow as tf
+
     feature = {
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[contents])),
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[name.encode()])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -42,8 +42,8 @@ def convert(input_dir, output_prefix, num_shards=16, validate=False, verbose=Tru
     import keras
     import tensorflow as tf
 
-    from simclr_tf import file_sources
-    from simclr_tf.datasource import DataError
+    from simclr_tf.data import file_sources
+    from simclr_tf.data.source import DataError
 
     if not os.path.isdir(input_dir):
         raise DataError(f"image folder not found: {input_dir}")
@@ -80,7 +80,8 @@ def main(argv):
     if not FLAGS.input or not FLAGS.output:
         print("images_to_tfrecord: error: --input and --output are required", file=sys.stderr)
         return 2
-    from simclr_tf.datasource import DataError
+    from simclr_tf.data.source import DataError
+
     try:
         written, skipped = convert(FLAGS.input, FLAGS.output, FLAGS.num_shards, FLAGS.validate)
     except DataError as error:

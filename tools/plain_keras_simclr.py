@@ -1,6 +1,6 @@
 """A plain Keras 3 SimCLR ResNet-18 train step, written without any simclr_tf code.
 
-The side-by-side baseline for `tools/benchmark.py step`: the straightforward way to
+The side-by-side baseline for `python -m tools.benchmark step`: the straightforward way to
 write SimCLR in Keras 3 (functional ResNet-18 with CIFAR stem, 2-layer head, NT-Xent,
 momentum SGD). `benchmark.py` builds it in its own process (same TensorFlow settings)
 and, where the project changed TensorFlow's defaults (oneDNN on an AVX2 CPU), also runs
@@ -65,8 +65,7 @@ class PlainSimCLR(keras.Model):
             logits = tf.matmul(z, z, transpose_b=True) / self.temperature
             logits -= 1e9 * tf.eye(2 * n)
             labels = tf.concat([tf.range(n, 2 * n), tf.range(n)], 0)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return {"loss": loss}
@@ -99,8 +98,7 @@ def main():
             start = time.perf_counter()
             model.train_on_batch(view1, view2)
             times.append(time.perf_counter() - start)
-        print(json.dumps({"precision": precision, "step_s": statistics.median(times)}),
-              flush=True)
+        print(json.dumps({"precision": precision, "step_s": statistics.median(times)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A plain PyTorch SimCLR ResNet-18 train step on the CPU, written without simclr_tf code.
 
-The second side-by-side baseline for `tools/benchmark.py step` (optional: needs
+The second side-by-side baseline for `python -m tools.benchmark step` (optional: needs
 `pip install torch==2.13.0`, never a project dependency). Same network as
 `plain_keras_simclr.py` (CIFAR stem, 2-layer head, NT-Xent, momentum SGD), channels-last,
 float32 and bf16 autocast. `benchmark.py` runs it in its own process, so the two
@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class Block(nn.Module):
@@ -33,8 +33,9 @@ class Block(nn.Module):
         nn.init.zeros_(self.bn2.weight)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -103,13 +104,13 @@ def main():
     data = np.load(args.batch_npz)
 
     def to_torch(x):  # NHWC array -> NCHW tensor stored channels-last
-        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(
-            memory_format=torch.channels_last)
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
     view1, view2 = to_torch(data["view1"]), to_torch(data["view2"])
     for precision in args.precisions.split(","):
-        seconds = time_precision(view1, view2, args.width, precision != "float32",
-                                 args.warmup, args.repeats)
+        seconds = time_precision(
+            view1, view2, args.width, precision != "float32", args.warmup, args.repeats
+        )
         print(json.dumps({"precision": precision, "step_s": seconds}), flush=True)
 
 

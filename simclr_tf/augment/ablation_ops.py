@@ -7,7 +7,7 @@ with sigma drawn from [0, 0.1]; Sobel magnitude scaled to [0, 1].
 
 import tensorflow as tf
 
-from simclr_tf.random_ops import random_apply, split_seed
+from simclr_tf.augment.random_ops import random_apply, split_seed
 
 CUTOUT_SIDE_RANGE = (0.1, 0.5)
 NOISE_SIGMA_RANGE = (0.0, 0.1)
@@ -57,11 +57,11 @@ def color_drop(image):
 def apply_all(image, seed, config):
     """Applies each enabled ablation op, in a fixed order."""
     seeds = split_seed(seed, 8)
-    image = random_apply(lambda x: random_rotation(x, seeds[0]), config.rotation_prob,
-                          image, seeds[1])
+    image = random_apply(
+        lambda x: random_rotation(x, seeds[0]), config.rotation_prob, image, seeds[1]
+    )
     image = random_apply(lambda x: cutout(x, seeds[2]), config.cutout_prob, image, seeds[3])
-    image = random_apply(lambda x: gaussian_noise(x, seeds[4]), config.noise_prob, image,
-                          seeds[5])
+    image = random_apply(lambda x: gaussian_noise(x, seeds[4]), config.noise_prob, image, seeds[5])
     image = random_apply(sobel, config.sobel_prob, image, seeds[6])
     image = random_apply(color_drop, config.color_drop_prob, image, seeds[7])
     return image

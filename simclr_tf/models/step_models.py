@@ -3,13 +3,16 @@
 `call()` returns a dict of named endpoints (the encoder's, plus `proj_head_output`,
 `logits`/`probabilities` where they exist), never tuples that change with a mode.
 A hand-written loss is divided by the replica count in exactly one place, the step,
-because Keras 3 sums gradients across replicas.
+because Keras 3 sums gradients across replicas. `compile()` keeps BN, biases and the
+linear classifiers out of weight decay (and LARS adaptation) whatever optimizer is
+given, so a model built by hand is trained as the paper trains it.
 """
 
 import keras
 import tensorflow as tf
 
-from simclr_tf import heads, resnet
+from simclr_tf import keras_compat
+from simclr_tf.models import heads, resnet
 
 
 def _num_replicas():
@@ -17,15 +20,27 @@ def _num_replicas():
 
 
 def masked_cross_entropy(labels, logits):
-    """Mean softmax cross-entropy, accuracy and count over examples with a label (>= 0)."""
+    """Softmax cross-entropy over the examples that have a label.
+
+    Args:
+      labels: int [B]; -1 marks an example without a label (it counts nowhere).
+      logits: float [B, classes] (any float dtype; computed in float32).
+
+    Returns:
+      (mean loss, accuracy, count of labelled examples), float32 scalars; the means
+      are 0 when no example has a label.
+    """
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     valid = tf.cast(labels >= 0, tf.float32)
     count = tf.maximum(tf.reduce_sum(valid), 1.0)
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits)
     correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-    return (tf.reduce_sum(per_example * valid) / count,
-            tf.reduce_sum(correct * valid) / count, count)
+    return (
+        tf.reduce_sum(per_example * valid) / count,
+        tf.reduce_sum(correct * valid) / count,
+        count,
+    )
 
 
 def no_decay_variables(model):
@@ -39,7 +54,7 @@ def no_decay_variables(model):
         head = getattr(model, name, None)
         if head is not None:
             chosen += list(head.trainable_variables)
-    for layer in model._flatten_layers(include_self=False):
+    for layer in keras_compat.all_sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             chosen += [v for v in (layer.gamma, layer.beta) if v is not None]
         elif getattr(layer, "bias", None) is not None:
@@ -47,17 +62,21 @@ def no_decay_variables(model):
     return chosen
 
 
-class _StepModel(keras.Model):
-    """Shared bits: named Mean trackers and the optimizer update."""
+class _StepModel(keras_compat.StepModel):
+    """Shared bits: named Mean trackers, weight-decay exclusions and the update."""
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.15 builds by reducing one distributed batch with
-        # `strategy.reduce("MEAN", batch)`, which MultiWorkerMirroredStrategy cannot do
-        # for a dict of per-replica values. Our models are built and compiled before
-        # `fit`, so under multi-worker there is nothing left to build.
-        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """`keras.Model.compile`, then BN, bias and classifier variables (chosen by
+        object, `no_decay_variables`) are excluded from the optimizer's weight decay
+        and LARS adaptation, on top of any exclusions the optimizer already has.
+
+        Args:
+          optimizer: a Keras optimizer (e.g. `simclr_tf.LARS`) or its name; it must
+            not be built yet, since Keras fixes exclusions when it builds.
+          **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        keras_compat.exclude_from_weight_decay(self.optimizer, no_decay_variables(self))
 
     @staticmethod
     def _unpack(data):
@@ -79,12 +98,7 @@ class _StepModel(keras.Model):
     def _logs(self, extra=None):
         logs = {name: t.result() for name, t in self._trackers.items()}
         logs.update(extra or {})
-        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras 3 reduces step outputs under multi-worker with
-            # `strategy.reduce("MEAN", v, axis=0)`, which rejects scalars
-            # (tensorflow/tensorflow#72388); one-element vectors reduce to scalars.
-            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
-        return logs
+        return self.step_logs(logs)
 
     def _scaled(self, loss):
         """loss / replicas (the one place it is divided), loss-scaled under float16.
@@ -100,16 +114,33 @@ class _StepModel(keras.Model):
 
 
 class PretrainModel(_StepModel):
-    """Two views -> encoder -> projection head -> contrastive loss (+ linear probe)."""
+    """Two views -> encoder -> projection head -> contrastive loss (+ linear probe).
 
-    def __init__(self, encoder, projection_head, contrastive_loss, num_classes=0,
-                 weight_decay=0.0, **kwargs):
+    Args:
+      encoder: a model mapping images to a dict with `final_avg_pool` ([B, C]), e.g.
+        `resnet(...)`.
+      projection_head: a `ProjectionHead` (its last output is z).
+      contrastive_loss: (z1, z2 float32 [n, d]) -> (loss, metrics dict), e.g.
+        `functools.partial(nt_xent, temperature=0.5)`.
+      num_classes: > 0 adds the online linear probe on stop-gradient(h), trained with
+        the labels in each batch (the paper's monitor; examples labelled -1 skip it).
+      weight_decay: reported as the `weight_decay` metric (the optimizer applies it).
+
+    Train on batches of {"view1", "view2": float [B, H, W, 3], "label": int [B]}
+    (`pretrain_dataset`). Calling the model on images returns the encoder's
+    endpoints plus `proj_head_output` (z) and, with a probe, `probe_logits`.
+    """
+
+    def __init__(
+        self, encoder, projection_head, contrastive_loss, num_classes=0, weight_decay=0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.projection_head = projection_head
         self.contrastive_loss = contrastive_loss  # (z1, z2) -> (loss, metrics)
-        self.probe = (heads.linear_head(num_classes, "probe", zero_init=True)
-                      if num_classes else None)
+        self.probe = (
+            heads.linear_head(num_classes, "probe", zero_init=True) if num_classes else None
+        )
         self.weight_decay = weight_decay
         names = ["loss", "contrast_loss", "contrast_acc", "contrast_entropy", "weight_decay"]
         if self.probe is not None:
@@ -118,8 +149,7 @@ class PretrainModel(_StepModel):
 
     def call(self, images, training=False):
         out = dict(self.encoder(images, training=training))
-        out["proj_head_output"] = self.projection_head(out["final_avg_pool"],
-                                                       training=training)[-1]
+        out["proj_head_output"] = self.projection_head(out["final_avg_pool"], training=training)[-1]
         if self.probe is not None:
             out["probe_logits"] = self.probe(tf.stop_gradient(out["final_avg_pool"]))
         return out
@@ -127,8 +157,9 @@ class PretrainModel(_StepModel):
     def _weight_decay_term(self):
         excluded = {id(v) for v in no_decay_variables(self)}
         decayed = [v for v in self.trainable_variables if id(v) not in excluded]
-        return self.weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32))
-                                             for v in decayed])
+        return self.weight_decay * tf.add_n(
+            [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed]
+        )
 
     def train_step(self, data):
         data = self._unpack(data)
@@ -164,20 +195,38 @@ class PretrainModel(_StepModel):
 class ClassifierModel(_StepModel):
     """Linear eval (frozen encoder), fine-tuning, or a supervised baseline.
 
-    `head_layer` k > 0 feeds the classifier from projection-head layer k (SimCLRv2
-    fine-tunes from k = 1); `freeze_encoder` stops gradients and runs BN in inference
-    mode; `fine_tune_after_block` k >= 0 freezes the encoder up to block group k
-    (0: the stem only).
+    Args:
+      encoder: as in `PretrainModel`.
+      num_classes: logits of the linear head.
+      projection_head: needed when `head_layer` > 0.
+      head_layer: k > 0 feeds the classifier from projection-head layer k (SimCLRv2
+        fine-tunes from k = 1); 0 reads the representation h.
+      freeze_encoder: linear eval: no gradients into the encoder, BN in inference mode.
+      fine_tune_after_block: k >= 0 freezes the encoder up to block group k (0: the
+        stem only); -1 trains all of it.
+
+    Train on batches of {"image": float [B, H, W, 3], "label": int [B]}; calling it
+    returns the encoder's endpoints plus `logits` and `probabilities` ([B, classes]).
     """
 
-    def __init__(self, encoder, num_classes, projection_head=None, head_layer=0,
-                 freeze_encoder=False, fine_tune_after_block=-1, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        num_classes,
+        projection_head=None,
+        head_layer=0,
+        freeze_encoder=False,
+        fine_tune_after_block=-1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if head_layer > 0 and projection_head is None:
             raise ValueError("head_layer > 0 needs a projection head")
         if head_layer > 0 and head_layer >= projection_head.num_outputs:
-            raise ValueError(f"ft_proj_selector {head_layer} is past the projection head's "
-                             f"{projection_head.num_outputs - 1} layers")
+            raise ValueError(
+                f"ft_proj_selector {head_layer} is past the projection head's "
+                f"{projection_head.num_outputs - 1} layers"
+            )
         self.encoder = encoder
         self.projection_head = projection_head
         self.head_layer = head_layer
@@ -188,15 +237,18 @@ class ClassifierModel(_StepModel):
             if projection_head is not None:
                 projection_head.trainable = False
         if not freeze_encoder and fine_tune_after_block >= 0:
-            endpoint = ("initial_conv" if fine_tune_after_block == 0
-                        else f"block_group{fine_tune_after_block}")
+            endpoint = (
+                "initial_conv"
+                if fine_tune_after_block == 0
+                else f"block_group{fine_tune_after_block}"
+            )
             resnet.freeze_through(encoder, endpoint)
         self._trackers_for(["loss", "accuracy"])
 
     def freeze_unused_head_layers(self):
         """Head layers past the one the classifier reads get no gradient; once built."""
         if self.projection_head is not None:
-            for unused in self.projection_head.layers_[self.head_layer:]:
+            for unused in self.projection_head.layers_[self.head_layer :]:
                 unused.trainable = False
 
     def call(self, images, training=False):

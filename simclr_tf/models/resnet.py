@@ -9,8 +9,8 @@ ResNet-D stem and shortcuts.
 import keras
 from keras import layers, ops
 
-from simclr_tf.batch_norm import FusedBatchNormalization
-from simclr_tf.conv import Conv2D
+from simclr_tf.models.batch_norm import FusedBatchNormalization
+from simclr_tf.models.conv import Conv2D
 
 BLOCKS = {  # depth -> (bottleneck?, blocks per group)
     18: (False, (2, 2, 2, 2)),
@@ -35,8 +35,12 @@ class _Builder:
 
     def bn(self, x, relu=True, zero_gamma=False, name=None):
         x = FusedBatchNormalization(
-            momentum=self.bn_momentum, epsilon=BN_EPSILON, synchronized=self.sync_bn,
-            gamma_initializer="zeros" if zero_gamma else "ones", name=name)(x)
+            momentum=self.bn_momentum,
+            epsilon=BN_EPSILON,
+            synchronized=self.sync_bn,
+            gamma_initializer="zeros" if zero_gamma else "ones",
+            name=name,
+        )(x)
         return layers.ReLU()(x) if relu else x
 
     def conv(self, x, filters, kernel_size, strides=1):
@@ -44,17 +48,23 @@ class _Builder:
         if strides > 1:
             pad = kernel_size - 1
             x = layers.ZeroPadding2D(((pad // 2, pad - pad // 2),) * 2)(x)
-        return Conv2D(filters, kernel_size, strides,
-                      padding="same" if strides == 1 else "valid", use_bias=False,
-                      kernel_initializer="variance_scaling",
-                      matmul_kernel_grad=self.matmul_kernel_grad)(x)
+        return Conv2D(
+            filters,
+            kernel_size,
+            strides,
+            padding="same" if strides == 1 else "valid",
+            use_bias=False,
+            kernel_initializer="variance_scaling",
+            matmul_kernel_grad=self.matmul_kernel_grad,
+        )(x)
 
     def conv3x3(self, x, filters, strides):
         """BN-ReLU'd 3x3 conv, selective-kernel when sk_ratio > 0."""
         if self.sk_ratio <= 0:
             return self.bn(self.conv(x, filters, 3, strides))
-        return SelectiveKernel(filters, strides, self.sk_ratio, self.sync_bn,
-                               self.bn_momentum, self.matmul_kernel_grad)(x)
+        return SelectiveKernel(
+            filters, strides, self.sk_ratio, self.sync_bn, self.bn_momentum, self.matmul_kernel_grad
+        )(x)
 
     def shortcut(self, x, filters, strides):
         if self.sk_ratio > 0 and strides > 1:  # ResNet-D: average pool, then 1x1.
@@ -90,25 +100,41 @@ class _Builder:
 class SelectiveKernel(layers.Layer):
     """SK conv (SimCLRv2): two 3x3 paths mixed by a softmax over global context."""
 
-    def __init__(self, filters, strides, sk_ratio, sync_bn=False, bn_momentum=0.9,
-                 matmul_kernel_grad=True, **kwargs):
+    def __init__(
+        self,
+        filters,
+        strides,
+        sk_ratio,
+        sync_bn=False,
+        bn_momentum=0.9,
+        matmul_kernel_grad=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters, self.strides, self.sk_ratio = filters, strides, sk_ratio
         self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
         self.matmul_kernel_grad = matmul_kernel_grad
         self._pad = layers.ZeroPadding2D(1) if strides > 1 else None
-        self.conv = Conv2D(2 * filters, 3, strides, use_bias=False,
-                           padding="valid" if strides > 1 else "same",
-                           kernel_initializer="variance_scaling",
-                           matmul_kernel_grad=matmul_kernel_grad)
-        self.bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
-                                            synchronized=sync_bn)
+        self.conv = Conv2D(
+            2 * filters,
+            3,
+            strides,
+            use_bias=False,
+            padding="valid" if strides > 1 else "same",
+            kernel_initializer="variance_scaling",
+            matmul_kernel_grad=matmul_kernel_grad,
+        )
+        self.bn = FusedBatchNormalization(
+            momentum=bn_momentum, epsilon=BN_EPSILON, synchronized=sync_bn
+        )
         mid = max(int(filters * sk_ratio), SK_MIN_DIM)
         self.squeeze = layers.Conv2D(mid, 1, use_bias=False, kernel_initializer="variance_scaling")
-        self.squeeze_bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
-                                                    synchronized=sync_bn)
-        self.expand = layers.Conv2D(2 * filters, 1, use_bias=False,
-                                    kernel_initializer="variance_scaling")
+        self.squeeze_bn = FusedBatchNormalization(
+            momentum=bn_momentum, epsilon=BN_EPSILON, synchronized=sync_bn
+        )
+        self.expand = layers.Conv2D(
+            2 * filters, 1, use_bias=False, kernel_initializer="variance_scaling"
+        )
 
     def call(self, x, training=None):
         if self._pad is not None:
@@ -122,20 +148,48 @@ class SelectiveKernel(layers.Layer):
         return ops.sum(paths * mixing, axis=0)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-                "sk_ratio": self.sk_ratio, "sync_bn": self.sync_bn,
-                "bn_momentum": self.bn_momentum,
-                "matmul_kernel_grad": self.matmul_kernel_grad}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "strides": self.strides,
+            "sk_ratio": self.sk_ratio,
+            "sync_bn": self.sync_bn,
+            "bn_momentum": self.bn_momentum,
+            "matmul_kernel_grad": self.matmul_kernel_grad,
+        }
 
 
-def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
-           input_shape=(None, None, 3), sync_bn=False, bn_momentum=0.9,
-           matmul_kernel_grad=True, name=None):
-    """ResNet v1 encoder returning a dict of endpoints.
+def resnet(
+    depth,
+    width_multiplier=1.0,
+    sk_ratio=0.0,
+    cifar_stem=False,
+    *,
+    input_shape=(None, None, 3),
+    sync_bn=False,
+    bn_momentum=0.9,
+    matmul_kernel_grad=True,
+    name=None,
+):
+    """ResNet v1 encoder (SimCLR's, SimCLRv2's with selective kernels).
 
-    Endpoints: `initial_conv`, `block_group1..4` and `final_avg_pool` (the [B, C]
-    representation). `width_multiplier` may be fractional (e.g. 0.25 for CPU runs).
-    `matmul_kernel_grad`: see `simclr_tf.conv` (bf16 kernel gradients of small outputs).
+    Args:
+      depth: 18, 34, 50, 101, 152 or 200.
+      width_multiplier: channel multiplier; may be fractional (e.g. 0.25 for CPU runs).
+      sk_ratio: > 0 for selective-kernel 3x3 convs and the ResNet-D stem (SimCLRv2
+        uses 0.0625).
+      cifar_stem: a 3x3 stride-1 stem without max-pool, for 32 x 32 images.
+      input_shape: (H, W, 3) of the float images in [0, 1].
+      sync_bn: batch-norm statistics over the global batch (all replicas).
+      bn_momentum: moving-average momentum of batch norm.
+      matmul_kernel_grad: see `simclr_tf.models.conv` (bf16 kernel gradients of small
+        outputs as one matmul, where that is faster).
+      name: the Keras model's name.
+
+    Returns:
+      A functional `keras.Model` mapping [B, H, W, 3] images to a dict:
+      `initial_conv`, `block_group1..4` ([B, h, w, C] feature maps) and
+      `final_avg_pool` ([B, C], the representation h).
     """
     if depth not in BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
@@ -157,7 +211,8 @@ def resnet(depth, width_multiplier=1.0, sk_ratio=0.0, cifar_stem=False, *,
     x = endpoints["initial_conv"] = layers.Identity(name="initial_conv")(x)
     in_channels = width(64)
     for group, (count, base, strides) in enumerate(
-            zip(counts, (64, 128, 256, 512), (1, 2, 2, 2)), start=1):
+        zip(counts, (64, 128, 256, 512), (1, 2, 2, 2)), start=1
+    ):
         filters = width(base)
         for i in range(count):
             stride = strides if i == 0 else 1
@@ -180,5 +235,5 @@ def representation_dim(depth, width_multiplier=1.0):
 def freeze_through(encoder, endpoint):
     """Makes every layer up to and including `endpoint` non-trainable (BN frozen too)."""
     stop = encoder.layers.index(encoder.get_layer(endpoint))
-    for layer in encoder.layers[:stop + 1]:
+    for layer in encoder.layers[: stop + 1]:
         layer.trainable = False

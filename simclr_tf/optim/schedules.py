@@ -22,6 +22,17 @@ def scaled_learning_rate(base_lr, global_batch_size, scaling="linear"):
 
 
 def warmup_cosine(peak_lr, warmup_steps, total_steps):
+    """Linear warmup from 0 to `peak_lr` over `warmup_steps`, then cosine decay to 0 at
+    `total_steps`.
+
+    Args:
+      peak_lr: the learning rate after warmup (already scaled, `scaled_learning_rate`).
+      warmup_steps: steps of linear warmup (clipped to [0, total_steps]).
+      total_steps: the run's length in optimizer steps.
+
+    Returns:
+      A `keras.optimizers.schedules.CosineDecay` (step -> float32 learning rate).
+    """
     warmup_steps = int(max(0, min(warmup_steps, total_steps)))
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else peak_lr,

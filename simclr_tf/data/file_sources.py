@@ -17,7 +17,7 @@ import os
 
 import tensorflow as tf
 
-from simclr_tf.datasource import DataError, SkipCounter, Source, id_filter
+from simclr_tf.data.source import DataError, SkipCounter, Source, id_filter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_DIRS = ("train", "test", "val", "validation")
@@ -26,7 +26,6 @@ FEATURES = {
     "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
     "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
-
 
 
 def decode(contents):
@@ -45,25 +44,35 @@ def decode_skipping_errors(item, fields, counter, is_path=False):
     With `is_path`, reading happens here too, so a file deleted mid-run is skipped
     like a corrupt one.
     """
-    good = (tf.data.Dataset.from_tensors(item).map(lambda x: _load_image(x, is_path))
-            .ignore_errors()
-            .map(lambda image: (image, True)))
+    good = (
+        tf.data.Dataset.from_tensors(item)
+        .map(lambda x: _load_image(x, is_path))
+        .ignore_errors()
+        .map(lambda image: (image, True))
+    )
     bad = tf.data.Dataset.from_tensors((tf.zeros([1, 1, 3], tf.uint8), False))
     first = good.concatenate(bad).take(1)
-    return (first.map(lambda image, ok: (image, ok, counter.count(ok)))
-            .filter(lambda image, ok, _: ok)
-            .map(lambda image, ok, _: {"image": image, **fields}))
+    return (
+        first.map(lambda image, ok: (image, ok, counter.count(ok)))
+        .filter(lambda image, ok, _: ok)
+        .map(lambda image, ok, _: {"image": image, **fields})
+    )
 
 
 def _decoded(records, strict, counter, is_path=False):
     """(contents or path, {"label", "id"}) records -> {"image", "label", "id"}, decoded
     in parallel."""
     if strict:
-        return records.map(lambda x, fields: {"image": _load_image(x, is_path), **fields},
-                           num_parallel_calls=tf.data.AUTOTUNE)
+        return records.map(
+            lambda x, fields: {"image": _load_image(x, is_path), **fields},
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return records.interleave(
         lambda x, fields: decode_skipping_errors(x, fields, counter, is_path),
-        cycle_length=16, block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
+        cycle_length=16,
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
 # --- Folders ------------------------------------------------------------------------
@@ -73,8 +82,11 @@ def list_images(root):
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                     if f.lower().endswith(IMAGE_EXTENSIONS))
+        found.extend(
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
     return found
 
 
@@ -96,8 +108,10 @@ def scan_split(root, classes):
 def class_names(root):
     """Sorted class folder names, or None when some image lies directly in `root`."""
     entries = sorted(os.listdir(root))
-    if any(e.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, e))
-           for e in entries):
+    if any(
+        e.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, e))
+        for e in entries
+    ):
         return None
     dirs = [e for e in entries if os.path.isdir(os.path.join(root, e))]
     return dirs or None
@@ -107,8 +121,9 @@ def folder_source(root, strict=False):
     root = os.path.expanduser(root)
     if not os.path.isdir(root):
         raise DataError(f"image folder not found: {root}")
-    split_roots = {s: os.path.join(root, s) for s in SPLIT_DIRS
-                   if os.path.isdir(os.path.join(root, s))}
+    split_roots = {
+        s: os.path.join(root, s) for s in SPLIT_DIRS if os.path.isdir(os.path.join(root, s))
+    }
     if not split_roots:
         split_roots = {"train": root}
     classes = class_names(split_roots.get("train", next(iter(split_roots.values()))))
@@ -123,19 +138,24 @@ def folder_source(root, strict=False):
             chosen = [i for i, name in enumerate(ids) if name in keep]
             paths, labels, ids = ([x[i] for i in chosen] for x in (paths, labels, ids))
         records = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths, tf.string), {"label": tf.constant(labels, tf.int64),
-                                             "id": tf.constant(ids, tf.string)}))
+            (
+                tf.constant(paths, tf.string),
+                {"label": tf.constant(labels, tf.int64), "id": tf.constant(ids, tf.string)},
+            )
+        )
         if shuffle_files:
             records = records.shuffle(len(paths), reshuffle_each_iteration=True)
         return _decoded(records, strict, counter, is_path=True)
 
     def ids_of(split):
-        return [os.path.relpath(p, split_roots[split]).replace(os.sep, "/")
-                for p in listing[split][0]]
+        return [
+            os.path.relpath(p, split_roots[split]).replace(os.sep, "/") for p in listing[split][0]
+        ]
 
     def index(split):
         return tf.data.Dataset.from_tensor_slices(
-            (ids_of(split), tf.constant(listing[split][1], tf.int64)))
+            (ids_of(split), tf.constant(listing[split][1], tf.int64))
+        )
 
     sizes = {split: len(paths) for split, (paths, _) in listing.items()}
     return Source(f"folder:{root}", len(classes or []), sizes, load, counter, index)
@@ -160,12 +180,14 @@ def tfrecord_source(pattern, strict=False):
 
     def parse(path, index, serialized):
         example = tf.io.parse_single_example(serialized, FEATURES)
-        fallback = tf.strings.join([tf.strings.split(path, "/")[-1], ":",
-                                    tf.strings.as_string(index)])
+        fallback = tf.strings.join(
+            [tf.strings.split(path, "/")[-1], ":", tf.strings.as_string(index)]
+        )
         name = example["image/filename"]
         return example["image/encoded"], {
             "label": example["image/class/label"],
-            "id": tf.where(tf.strings.length(name) > 0, name, fallback)}
+            "id": tf.where(tf.strings.length(name) > 0, name, fallback),
+        }
 
     # One pass over the labels (not the images) to size splits and count classes.
     sizes, max_label = {}, -1
@@ -174,13 +196,15 @@ def tfrecord_source(pattern, strict=False):
         label_only = {"image/class/label": FEATURES["image/class/label"]}
         try:
             labels = tf.data.TFRecordDataset(files).map(
-                lambda s: tf.io.parse_single_example(s, label_only)["image/class/label"])
+                lambda s: tf.io.parse_single_example(s, label_only)["image/class/label"]
+            )
             for batch in labels.batch(4096):
                 count += int(batch.shape[0])
                 max_label = max(max_label, int(tf.reduce_max(batch)))
         except tf.errors.OpError as error:
-            raise DataError(f"cannot read TFRecords {files[0]}...: "
-                            f"{error.message.splitlines()[0]}") from None
+            raise DataError(
+                f"cannot read TFRecords {files[0]}...: {error.message.splitlines()[0]}"
+            ) from None
         sizes[split] = count
     counter = SkipCounter()
 
@@ -189,10 +213,10 @@ def tfrecord_source(pattern, strict=False):
         if shuffle_files:
             files = files.shuffle(len(splits[split]))
         return files.interleave(
-            lambda path: tf.data.TFRecordDataset(path).enumerate().map(
-                lambda i, s: (path, i, s)),
-            cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE).map(
-                parse, num_parallel_calls=tf.data.AUTOTUNE)
+            lambda path: tf.data.TFRecordDataset(path).enumerate().map(lambda i, s: (path, i, s)),
+            cycle_length=8,
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
     def load(split, shuffle_files, wanted=None):
         parsed = records(split, shuffle_files)

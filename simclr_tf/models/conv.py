@@ -6,7 +6,7 @@ matmul below - when the output is a few pixels across and the input deep: a ResN
 last stage on 32 x 32 images (4 x 4 output, 512 channels). Forward and input-gradient
 convolutions are fast. There the kernel gradient `patches(x)^T @ dy` is a single
 matmul of ordinary size
-(`tools/benchmark.py conv` measures both ways per layer; BENCHMARKS.md). Everything
+(`python -m tools.benchmark conv` measures both ways per layer; BENCHMARKS.md). Everything
 else - forward, input gradient, variables, checkpoints - is the Keras layer's.
 """
 
@@ -31,10 +31,12 @@ def matmul_kernel_grad(x, dy, kernel_shape, strides, padding):
     strides, no dilation) for output gradient `dy`, as patches(x)^T @ dy."""
     kh, kw, cin, cout = kernel_shape
     # Patches are laid out (row, column, channel), as the kernel's first 3 axes.
-    patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, strides, strides, 1],
-                                       [1, 1, 1, 1], padding)
-    dk = tf.matmul(tf.reshape(patches, [-1, kh * kw * cin]), tf.reshape(dy, [-1, cout]),
-                   transpose_a=True)
+    patches = tf.image.extract_patches(
+        x, [1, kh, kw, 1], [1, strides, strides, 1], [1, 1, 1, 1], padding
+    )
+    dk = tf.matmul(
+        tf.reshape(patches, [-1, kh * kw * cin]), tf.reshape(dy, [-1, cout]), transpose_a=True
+    )
     return tf.reshape(dk, kernel_shape)
 
 
@@ -47,8 +49,12 @@ def conv2d_matmul_kernel_grad(x, kernel, strides, padding):
     def conv(x, kernel):
         def grad(dy):
             dx = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
-                strides=stride_list, padding=padding)
+                input_sizes=tf.shape(x),
+                filter=kernel,
+                out_backprop=dy,
+                strides=stride_list,
+                padding=padding,
+            )
             return dx, matmul_kernel_grad(x, dy, kernel.shape, strides, padding)
 
         return tf.nn.conv2d(x, kernel, stride_list, padding), grad
@@ -66,25 +72,33 @@ class Conv2D(keras.layers.Conv2D):
         self.matmul_kernel_grad = matmul_kernel_grad
 
     def _use_matmul(self, inputs):
-        if not (self.matmul_kernel_grad and self.compute_dtype == "bfloat16"
-                and keras.backend.backend() == "tensorflow"
-                and self.data_format == "channels_last" and self.groups == 1
-                and tuple(self.dilation_rate) == (1, 1)
-                and self.strides[0] == self.strides[1]
-                and self.kernel_size[0] == self.kernel_size[1]):
+        if not (
+            self.matmul_kernel_grad
+            and self.compute_dtype == "bfloat16"
+            and keras.backend.backend() == "tensorflow"
+            and self.data_format == "channels_last"
+            and self.groups == 1
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.strides[0] == self.strides[1]
+            and self.kernel_size[0] == self.kernel_size[1]
+        ):
             return False
         _, out_h, out_w, _ = self.compute_output_shape(inputs.shape)
         if out_h is None or out_w is None:
             return False
-        return matmul_kernel_grad_pays(out_h * out_w, self.kernel_size[0], inputs.shape[-1],
-                                       self.strides[0])
+        return matmul_kernel_grad_pays(
+            out_h * out_w, self.kernel_size[0], inputs.shape[-1], self.strides[0]
+        )
 
     def convolution_op(self, inputs, kernel):
         if not self._use_matmul(inputs):
             return super().convolution_op(inputs, kernel)
-        return conv2d_matmul_kernel_grad(tf.convert_to_tensor(inputs),
-                                         tf.convert_to_tensor(kernel), self.strides[0],
-                                         self.padding.upper())
+        return conv2d_matmul_kernel_grad(
+            tf.convert_to_tensor(inputs),
+            tf.convert_to_tensor(kernel),
+            self.strides[0],
+            self.padding.upper(),
+        )
 
     def get_config(self):
         return {**super().get_config(), "matmul_kernel_grad": self.matmul_kernel_grad}

@@ -7,17 +7,15 @@ Images are float32 in [0, 1] throughout; there is no mean/std normalisation.
 """
 
 import dataclasses
-import math
 
 import tensorflow as tf
 
-from simclr_tf import ablation_ops
+from simclr_tf.augment import ablation_ops, params
+from simclr_tf.augment.random_ops import random_apply, split_seed
 from simclr_tf.config import AugmentConfig
-from simclr_tf.random_ops import random_apply, split_seed
 
 CIFAR_SIZE = 32
 EVAL_CROP_PROPORTION = 0.875
-BLUR_SIGMA_RANGE = (0.1, 2.0)
 
 
 def to_float_image(image):
@@ -35,36 +33,17 @@ def to_float_image(image):
 # --- Random resized crop ------------------------------------------------------------
 
 
-def sample_crop_box(image_shape, seed, area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3),
-                    attempts=100):
-    """(offset [y, x], size [h, w]) of a random crop; the whole image if no try fits.
-
-    Area is a fraction of the image area; the aspect ratio (log-uniform) is relative to
-    the image's own, as in the reference implementation, so crops of wide images are
-    wide. All `attempts` draws are made at once and the first that fits is kept.
-    """
-    seeds = split_seed(seed, 4)
-    height = tf.cast(image_shape[0], tf.float32)
-    width = tf.cast(image_shape[1], tf.float32)
-    area = tf.random.stateless_uniform([attempts], seeds[0], *area_range)
-    log_low, log_high = math.log(aspect_range[0]), math.log(aspect_range[1])
-    ratio = tf.exp(tf.random.stateless_uniform([attempts], seeds[1], log_low, log_high))
-    crop_h = tf.round(height * tf.sqrt(area / ratio))
-    crop_w = tf.round(width * tf.sqrt(area * ratio))
-    fits = (crop_h <= height) & (crop_w <= width) & (crop_h >= 1) & (crop_w >= 1)
-    first = tf.argmax(tf.cast(fits, tf.int32))
-    found = tf.reduce_any(fits)
-    crop_h = tf.cast(tf.where(found, crop_h[first], height), tf.int32)
-    crop_w = tf.cast(tf.where(found, crop_w[first], width), tf.int32)
-    top = tf.random.stateless_uniform([], seeds[2], 0, tf.cast(height, tf.int32) - crop_h + 1,
-                                      dtype=tf.int32)
-    left = tf.random.stateless_uniform([], seeds[3], 0, tf.cast(width, tf.int32) - crop_w + 1,
-                                       dtype=tf.int32)
-    return tf.stack([top, left]), tf.stack([crop_h, crop_w])
+def sample_crop_box(image_shape, seed, area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3)):
+    """(offset [y, x], size [h, w]) of one random resized crop (`params.sample_crop_boxes`)."""
+    top, left, crop_h, crop_w = params.sample_crop_boxes(
+        1, image_shape[0], image_shape[1], seed, area_range, aspect_range
+    )
+    return tf.stack([top[0], left[0]]), tf.stack([crop_h[0], crop_w[0]])
 
 
-def random_resized_crop(image, seed, height, width, area_range=(0.08, 1.0),
-                        aspect_range=(3 / 4, 4 / 3)):
+def random_resized_crop(
+    image, seed, height, width, area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3)
+):
     shape = tf.shape(image)
     offset, size = sample_crop_box(shape, seed, area_range, aspect_range)
     crop = tf.image.crop_to_bounding_box(image, offset[0], offset[1], size[0], size[1])
@@ -88,20 +67,19 @@ def random_brightness(image, seed, delta, version="v2"):
     """v2: multiplicative factor in [1-delta, 1+delta]; v1: additive delta."""
     if version == "v1":
         return tf.image.stateless_random_brightness(image, delta, seed)
-    factor = tf.random.stateless_uniform([], seed, max(1.0 - delta, 0.0), 1.0 + delta)
-    return image * factor
+    low, high = params.brightness_range(delta, version)
+    return image * tf.random.stateless_uniform([], seed, low, high)
 
 
 def color_jitter(image, seed, strength=1.0, version="v2"):
     """Brightness, contrast, saturation and hue in a random order, clipped after each."""
-    b = c = s = 0.8 * strength
-    h = 0.2 * strength
+    ranges = params.jitter_ranges(strength, version)
     seeds = split_seed(seed, 5)
     ops = [
-        lambda x: random_brightness(x, seeds[0], b, version),
-        lambda x: tf.image.stateless_random_contrast(x, 1 - c, 1 + c, seeds[1]),
-        lambda x: tf.image.stateless_random_saturation(x, max(1 - s, 0.0), 1 + s, seeds[2]),
-        lambda x: tf.image.stateless_random_hue(x, min(h, 0.5), seeds[3]),
+        lambda x: random_brightness(x, seeds[0], 0.8 * strength, version),
+        lambda x: tf.image.stateless_random_contrast(x, *ranges["contrast"], seeds[1]),
+        lambda x: tf.image.stateless_random_saturation(x, *ranges["saturation"], seeds[2]),
+        lambda x: tf.image.stateless_random_hue(x, ranges["hue"][1], seeds[3]),
     ]
     order = tf.random.experimental.stateless_shuffle(tf.range(4), seeds[4])
     for i in range(4):
@@ -117,16 +95,10 @@ def to_grayscale(image):
 # --- Gaussian blur ------------------------------------------------------------------
 
 
-def gaussian_kernel(sigma, radius):
-    x = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(tf.cast(sigma, tf.float32))))
-    return kernel / tf.reduce_sum(kernel)
-
-
 def gaussian_blur(image, sigma, kernel_size):
     """Separable blur with an odd kernel of about `kernel_size` pixels, zero padding."""
     radius = max(int(kernel_size) // 2, 1)
-    kernel = gaussian_kernel(sigma, radius)
+    kernel = params.gaussian_kernels(tf.reshape(sigma, [1]), radius)[0]
     channels = tf.shape(image)[-1]
     kernel_h = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
     kernel_v = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
@@ -137,8 +109,9 @@ def gaussian_blur(image, sigma, kernel_size):
 
 
 def random_blur(image, seed, side):
-    sigma = tf.random.stateless_uniform([], seed, *BLUR_SIGMA_RANGE)
-    return tf.clip_by_value(gaussian_blur(image, sigma, side // 10), 0.0, 1.0)
+    sigma = tf.random.stateless_uniform([], seed, *params.BLUR_SIGMA_RANGE)
+    kernel_size = 2 * params.blur_radius(side) + 1
+    return tf.clip_by_value(gaussian_blur(image, sigma, kernel_size), 0.0, 1.0)
 
 
 # --- Composition --------------------------------------------------------------------
@@ -157,28 +130,40 @@ def simclr_view(image, seed, height, width, config: AugmentConfig):
     seeds = split_seed(seed, 8)
     image = to_float_image(image)
     if config.crop:
-        image = random_resized_crop(image, seeds[0], height, width,
-                                    config.area_range, config.aspect_range)
+        image = random_resized_crop(
+            image, seeds[0], height, width, config.area_range, config.aspect_range
+        )
     else:
         image = resize(image, height, width)
     if config.flip:
         image = random_flip(image, seeds[1])
     image = random_apply(
         lambda x: color_jitter(x, seeds[3], config.color_jitter_strength, config.jitter_version),
-        config.color_jitter_prob, image, seeds[2])
+        config.color_jitter_prob,
+        image,
+        seeds[2],
+    )
     image = random_apply(to_grayscale, config.grayscale_prob, image, seeds[4])
-    image = random_apply(lambda x: random_blur(x, seeds[6], min(height, width)),
-                         config.blur_prob, image, seeds[5])
+    image = random_apply(
+        lambda x: random_blur(x, seeds[6], min(height, width)), config.blur_prob, image, seeds[5]
+    )
     image = ablation_ops.apply_all(image, seeds[7], config)
     image = tf.ensure_shape(image, [height, width, 3])
     return image
 
 
 def two_views(image, seed, height=None, width=None, **options):
-    """The pair of views SimCLR contrasts: float32 [H, W, 3] in [0, 1] each.
+    """The pair of views SimCLR contrasts, from one image.
 
-    `options` are the fields of `AugmentConfig`; `height`/`width` default to the
-    image's static size.
+    Args:
+      image: uint8 [H, W, C] (0-255) or float [H, W, C] in [0, 1], C = 1 or 3.
+      seed: int [2] stateless seed; the same seed gives the same views.
+      height, width: the views' size (default: the image's static size).
+      **options: fields of `AugmentConfig` (e.g. `color_jitter_strength=0.5`), or
+        `config=AugmentConfig(...)`.
+
+    Returns:
+      (view1, view2), float32 [height, width, 3] in [0, 1] each.
     """
     config = options.pop("config", None) or make_config(options)
     height = height or image.shape[0]
@@ -186,8 +171,10 @@ def two_views(image, seed, height=None, width=None, **options):
     if height is None or width is None:
         raise ValueError("two_views needs height and width when the image size is not static")
     seeds = split_seed(seed, 2)
-    return (simclr_view(image, seeds[0], height, width, config),
-            simclr_view(image, seeds[1], height, width, config))
+    return (
+        simclr_view(image, seeds[0], height, width, config),
+        simclr_view(image, seeds[1], height, width, config),
+    )
 
 
 def train_view(image, seed, height, width):
@@ -205,10 +192,12 @@ def center_crop_box(image_height, image_width, height, width, proportion):
     image_width = tf.cast(image_width, tf.float32)
     target_aspect = width / height
     wider = image_width / image_height > target_aspect
-    crop_height = tf.where(wider, proportion * image_height,
-                           proportion * image_width / target_aspect)
-    crop_width = tf.where(wider, proportion * image_height * target_aspect,
-                          proportion * image_width)
+    crop_height = tf.where(
+        wider, proportion * image_height, proportion * image_width / target_aspect
+    )
+    crop_width = tf.where(
+        wider, proportion * image_height * target_aspect, proportion * image_width
+    )
     crop_height = tf.cast(tf.round(crop_height), tf.int32)
     crop_width = tf.cast(tf.round(crop_width), tf.int32)
     offset_y = (tf.cast(image_height, tf.int32) - crop_height + 1) // 2

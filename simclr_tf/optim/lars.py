@@ -11,8 +11,26 @@ from keras import ops
 
 
 class LARS(keras.optimizers.Optimizer):
-    def __init__(self, learning_rate, momentum=0.9, weight_decay=0.0, eeta=0.001,
-                 nesterov=False, name="lars", **kwargs):
+    """LARS with momentum, SimCLR's optimizer at large batch sizes.
+
+    Args:
+      learning_rate: float or schedule (e.g. `warmup_cosine`); SimCLR: 0.3 x B / 256.
+      momentum: heavy-ball momentum.
+      weight_decay: added to the gradient of non-excluded variables (SimCLR: 1e-6).
+      eeta: the trust coefficient of ||w|| / ||g + wd w||.
+      nesterov: Nesterov momentum.
+    """
+
+    def __init__(
+        self,
+        learning_rate,
+        momentum=0.9,
+        weight_decay=0.0,
+        eeta=0.001,
+        nesterov=False,
+        name="lars",
+        **kwargs,
+    ):
         # Keras' own `weight_decay` is decoupled; LARS folds it into the gradient.
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.momentum = momentum
@@ -35,8 +53,9 @@ class LARS(keras.optimizers.Optimizer):
                 gradient = gradient + self.lars_weight_decay * variable
             w_norm = ops.norm(ops.reshape(variable, [-1]))
             g_norm = ops.norm(ops.reshape(gradient, [-1]))
-            trust = ops.where(w_norm > 0,
-                              ops.where(g_norm > 0, self.eeta * w_norm / g_norm, 1.0), 1.0)
+            trust = ops.where(
+                w_norm > 0, ops.where(g_norm > 0, self.eeta * w_norm / g_norm, 1.0), 1.0
+            )
             lr = lr * ops.cast(trust, variable.dtype)
         step = lr * gradient
         self.assign(velocity, self.momentum * velocity + step)
@@ -46,6 +65,10 @@ class LARS(keras.optimizers.Optimizer):
             self.assign_sub(variable, velocity)
 
     def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum,
-                "weight_decay": self.lars_weight_decay, "eeta": self.eeta,
-                "nesterov": self.nesterov}
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "weight_decay": self.lars_weight_decay,
+            "eeta": self.eeta,
+            "nesterov": self.nesterov,
+        }

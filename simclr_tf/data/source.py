@@ -9,7 +9,7 @@ are chosen by identity, never by position in a pipeline that may reorder.
 """
 
 import dataclasses
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -42,8 +42,11 @@ def id_filter(ids):
     """A predicate on an example id: whether it is one of `ids` (a hash table, so the
     same examples pass in every pass whatever order they arrive in)."""
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(ids), tf.string),
-                                            tf.ones([len(ids)], tf.bool)), False)
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(ids), tf.string), tf.ones([len(ids)], tf.bool)
+        ),
+        False,
+    )
     return table.lookup
 
 
@@ -54,15 +57,16 @@ class Source:
     split_sizes: Mapping[str, int]
     # (split, shuffle_files, ids or None) -> dataset of {"image", "label", "id"}; with
     # ids, only those examples, chosen before any image is decoded
-    load_fn: Callable[[str, bool, Optional[np.ndarray]], tf.data.Dataset]
-    skipped: Optional[SkipCounter] = None  # sources that decode files count failures
+    load_fn: Callable[[str, bool, np.ndarray | None], tf.data.Dataset]
+    skipped: SkipCounter | None = None  # sources that decode files count failures
     # split -> dataset of (id, label) without decoding images; None: read load_fn's
-    index_fn: Optional[Callable[[str], tf.data.Dataset]] = None
+    index_fn: Callable[[str], tf.data.Dataset] | None = None
 
     def check_split(self, split):
         if split not in self.split_sizes:
-            raise DataError(f"{self.name}: no split {split!r}; available: "
-                            f"{', '.join(sorted(self.split_sizes))}")
+            raise DataError(
+                f"{self.name}: no split {split!r}; available: {', '.join(sorted(self.split_sizes))}"
+            )
 
     def load(self, split, shuffle_files=False, ids=None):
         """The split's examples; with `ids`, only those (by identity)."""
@@ -79,14 +83,19 @@ class Source:
         return cache[split]
 
     def _read_index(self, split):
-        ds = (self.index_fn(split) if self.index_fn is not None else
-              self.load_fn(split, False, None).map(lambda ex: (ex["id"], ex["label"])))
+        ds = (
+            self.index_fn(split)
+            if self.index_fn is not None
+            else self.load_fn(split, False, None).map(lambda ex: (ex["id"], ex["label"]))
+        )
         ids, labels = [], []
         for batch_ids, batch_labels in ds.batch(8192):
             ids.extend(i.decode() for i in batch_ids.numpy())
             labels.append(batch_labels.numpy())
-        return (np.array(ids, dtype=object),
-                np.concatenate(labels) if labels else np.zeros([0], np.int64))
+        return (
+            np.array(ids, dtype=object),
+            np.concatenate(labels) if labels else np.zeros([0], np.int64),
+        )
 
     def num_examples(self, split):
         self.check_split(split)

@@ -15,12 +15,15 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="simclr_tf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-
     def _fusable(self, inputs, mask):
-        return (keras.backend.backend() == "tensorflow" and mask is None
-                and not self.synchronized and not self.renorm
-                and self.axis in (-1, len(inputs.shape) - 1)
-                and len(inputs.shape) in (2, 4))
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+            and self.axis in (-1, len(inputs.shape) - 1)
+            and len(inputs.shape) in (2, 4)
+        )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, mask):
@@ -36,7 +39,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         beta = self.beta if self.center else tf.zeros([channels], tf.float32)
         if training and self.trainable:
             y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, is_training=True)
+                x, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
             # The kernel returns the Bessel-corrected variance; Keras averages the
             # biased one, and so do we, so both layers keep the same statistics.
             count = tf.cast(tf.size(x) // channels, tf.float32)
@@ -44,11 +48,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             momentum = self.momentum
             self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
             self.moving_variance.assign(
-                self.moving_variance * momentum + variance * (1.0 - momentum))
+                self.moving_variance * momentum + variance * (1.0 - momentum)
+            )
         else:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
-                epsilon=self.epsilon, is_training=False)
+                x,
+                gamma,
+                beta,
+                mean=self.moving_mean,
+                variance=self.moving_variance,
+                epsilon=self.epsilon,
+                is_training=False,
+            )
         if flat:
             y = y[:, 0, 0, :]
         return tf.cast(y, self.compute_dtype)

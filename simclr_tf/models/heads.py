@@ -7,7 +7,7 @@ classifier can fine-tune from head layer k, as SimCLRv2 does (k = 0 is h itself)
 import keras
 from keras import layers
 
-from simclr_tf.batch_norm import FusedBatchNormalization
+from simclr_tf.models.batch_norm import FusedBatchNormalization
 
 BN_EPSILON = 1e-5
 
@@ -19,10 +19,12 @@ class DenseBN(layers.Layer):
         super().__init__(**kwargs)
         self.units, self.relu, self.center = units, relu, center
         self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
-        self.dense = layers.Dense(units, use_bias=False,
-                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
-        self.bn = FusedBatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
-                                            center=center, synchronized=sync_bn)
+        self.dense = layers.Dense(
+            units, use_bias=False, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)
+        )
+        self.bn = FusedBatchNormalization(
+            momentum=bn_momentum, epsilon=BN_EPSILON, center=center, synchronized=sync_bn
+        )
 
     def build(self, input_shape):
         # Built by hand, so enter each sublayer's name scope as Keras would: variable
@@ -37,18 +39,33 @@ class DenseBN(layers.Layer):
         return keras.ops.relu(x) if self.relu else x
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "relu": self.relu,
-                "center": self.center, "sync_bn": self.sync_bn, "bn_momentum": self.bn_momentum}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "relu": self.relu,
+            "center": self.center,
+            "sync_bn": self.sync_bn,
+            "bn_momentum": self.bn_momentum,
+        }
 
 
 class ProjectionHead(layers.Layer):
-    """`nonlinear` (n layers, hidden width = input width), `linear`, or `none`.
+    """The projection head g(h) = z.
 
-    Returns the list [h, layer1, ..., layer_n]; the last entry is z.
+    Args:
+      mode: `nonlinear` (num_layers Dense+BN layers, ReLU between, hidden width =
+        the input's), `linear` (one Dense+BN) or `none` (z = h).
+      num_layers: layers of the nonlinear head (SimCLRv2: 3; v1: 2).
+      out_dim: width of z.
+      sync_bn, bn_momentum: as in `resnet`.
+
+    Call: h float [B, C] -> the list [h, layer 1 output, ..., z]; fine-tuning from
+    head layer k reads entry k (SimCLRv2 fine-tunes from k = 1).
     """
 
-    def __init__(self, mode="nonlinear", num_layers=3, out_dim=128, sync_bn=False,
-                 bn_momentum=0.9, **kwargs):
+    def __init__(
+        self, mode="nonlinear", num_layers=3, out_dim=128, sync_bn=False, bn_momentum=0.9, **kwargs
+    ):
         super().__init__(**kwargs)
         if mode not in ("nonlinear", "linear", "none"):
             raise ValueError(f"proj_head_mode must be nonlinear, linear or none, got {mode!r}")
@@ -92,15 +109,27 @@ class ProjectionHead(layers.Layer):
         return {"none": 1, "linear": 2, "nonlinear": self.num_layers + 1}[self.mode]
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode, "num_layers": self.num_layers,
-                "out_dim": self.out_dim, "sync_bn": self.sync_bn,
-                "bn_momentum": self.bn_momentum}
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "num_layers": self.num_layers,
+            "out_dim": self.out_dim,
+            "sync_bn": self.sync_bn,
+            "bn_momentum": self.bn_momentum,
+        }
 
 
 def linear_head(num_classes, name="linear_head", zero_init=True):
-    """Logits layer, zero-initialised as in the reference fine-tuning code.
+    """The linear classifier on a representation.
 
-    Always float32, so logits and the loss keep full precision under mixed precision.
+    Args:
+      num_classes: logits per example.
+      name: the layer's name (`linear_head`; the online probe is `probe`).
+      zero_init: zero-initialised kernel, as in the reference fine-tuning code.
+
+    Returns:
+      A float32 `keras.layers.Dense` ([B, C] -> [B, num_classes] logits), so logits
+      and the loss keep full precision under mixed precision.
     """
     init = "zeros" if zero_init else keras.initializers.RandomNormal(stddev=0.01)
     return layers.Dense(num_classes, kernel_initializer=init, name=name, dtype="float32")

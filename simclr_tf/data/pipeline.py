@@ -1,0 +1,157 @@
+"""tf.data pipelines: sharding, shuffling, seeded augmentation, batching, prefetch.
+
+Each training pipeline is built per input pipeline from a `tf.distribute.InputContext`
+(per-worker shard, per-replica batch) and is fed through
+`strategy.distribute_datasets_from_function`. Augmentation seeds are
+`[seed, pipeline id, element (or batch) index]`-derived, so a run is replayable when
+`deterministic` is set. Pretraining views are made per batch where the images have one
+size (`batch_ops.py`), else cropped image by image and coloured per batch.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from simclr_tf.augment import batch_ops, image_ops
+from simclr_tf.config import AugmentConfig, DataConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+COLOUR_TAG = 0xC010  # folds a batch's seed away from its images' own seeds
+
+
+def _options(deterministic):
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_optimization.map_parallelization = True
+    return options
+
+
+def _examples(source, split, data: DataConfig, ctx, subset=None, train=True):
+    # A subset by identity: the same examples in every pass and on every worker.
+    ds = source.load(
+        split, shuffle_files=train and subset is None and not data.deterministic, ids=subset
+    )
+    if ctx is not None and ctx.num_input_pipelines > 1:
+        # By identity too: disjoint shards however the source interleaves its files.
+        n, index = ctx.num_input_pipelines, ctx.input_pipeline_id
+        ds = ds.filter(lambda ex: tf.equal(tf.strings.to_hash_bucket_fast(ex["id"], n), index))
+    if data.cache:
+        ds = ds.cache()
+    if train:
+        pipeline_id = ctx.input_pipeline_id if ctx is not None else 0
+        ds = ds.shuffle(
+            data.shuffle_buffer, seed=data.seed * 7919 + pipeline_id, reshuffle_each_iteration=True
+        ).repeat()
+    return ds
+
+
+def _seeded(ds, data: DataConfig, ctx):
+    """Attaches a distinct [2] seed to every element."""
+    pipeline_id = ctx.input_pipeline_id if ctx is not None else 0
+    base = tf.constant(data.seed * 100_003 + pipeline_id, tf.int64)
+    return ds.enumerate().map(lambda i, ex: (tf.stack([base, i]), ex))
+
+
+def _finish(ds, batch_size, data, drop_remainder=True):
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    return ds.with_options(_options(data.deterministic))
+
+
+def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_size, ctx=None):
+    """Endless batches of view pairs for contrastive pretraining.
+
+    Args:
+      source: a `Source` (`open_source`).
+      split: the split to read (TFDS slices such as `train[:10%]` work).
+      data: `DataConfig` (image size, seed, shuffle buffer, determinism, cache).
+      aug: `AugmentConfig` of the views.
+      batch_size: images per batch (per replica under a strategy).
+      ctx: the `tf.distribute.InputContext`, or None outside a strategy.
+
+    Returns:
+      A `tf.data.Dataset` of {"view1", "view2": float32 [B, S, S, 3] in [0, 1],
+      "label": int64 [B] (-1 when unlabelled)}, S = `data.image_size`.
+    """
+    size = data.image_size
+    batched = aug.batched_augment and batch_ops.supports(aug)
+    examples = _examples(source, split, data, ctx)
+    if batched and examples.element_spec["image"].shape.is_fully_defined():
+        # One size: batch first; the whole view graph runs once per batch, seeded by
+        # the batch's index, so no per-image op is left.
+        def views(seed, ex):
+            v1, v2 = batch_ops.two_views_of_batch(ex["image"], seed, size, aug)
+            return {"view1": v1, "view2": v2, "label": ex["label"]}
+
+        ds = _seeded(examples.batch(batch_size, drop_remainder=True), data, ctx)
+        ds = ds.map(views, num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
+
+    ds = _seeded(examples, data, ctx)
+    per_image = (
+        dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+        if batched
+        else aug
+    )
+
+    def cropped_views(seed, ex):
+        v1, v2 = image_ops.two_views(ex["image"], seed, size, size, config=per_image)
+        views = {"view1": v1, "view2": v2, "label": ex["label"]}
+        return dict(views, seed=seed) if batched else views
+
+    def colour(batch):
+        seeds = tf.random.experimental.stateless_split(_batch_seed(batch.pop("seed")), 2)
+        return dict(
+            batch,
+            view1=batch_ops.colour_stage(batch["view1"], seeds[0], aug),
+            view2=batch_ops.colour_stage(batch["view2"], seeds[1], aug),
+        )
+
+    ds = ds.map(cropped_views, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if batched:
+        ds = ds.map(colour, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
+
+
+def _batch_seed(element_seeds):
+    """One seed per batch, from its first element's; each image still draws its own."""
+    return tf.random.experimental.stateless_fold_in(element_seeds[0], COLOUR_TAG)
+
+
+def classifier_train_dataset(source, split, data: DataConfig, batch_size, ctx=None, subset=None):
+    """Endless crop-and-flip batches for linear eval, fine-tuning or supervised training.
+
+    Args:
+      source, split, data, batch_size, ctx: as in `pretrain_dataset`.
+      subset: ids of the labelled examples to train on (None: all of them).
+
+    Returns:
+      A `tf.data.Dataset` of {"image": float32 [B, S, S, 3], "label": int64 [B]}.
+    """
+    size = data.image_size
+
+    def view(seed, ex):
+        return {"image": image_ops.train_view(ex["image"], seed, size, size), "label": ex["label"]}
+
+    ds = _seeded(_examples(source, split, data, ctx, subset), data, ctx)
+    return _finish(ds.map(view, num_parallel_calls=AUTOTUNE), batch_size, data)
+
+
+def eval_dataset(source, split, data: DataConfig, batch_size, subset=None):
+    """One finite pass with the eval preprocessing (centre crop above 32 px, resize).
+
+    Args:
+      source, split, data: as in `pretrain_dataset`.
+      batch_size: images per batch; the last batch may be smaller.
+      subset: ids of the examples to read (None: all of them).
+
+    Returns:
+      A `tf.data.Dataset` of {"image": float32 [B, S, S, 3], "label": int64 [B]}.
+    """
+    size = data.image_size
+    ds = _examples(source, split, data, None, subset=subset, train=False)
+    ds = ds.map(
+        lambda ex: {"image": image_ops.eval_view(ex["image"], size, size), "label": ex["label"]},
+        num_parallel_calls=AUTOTUNE,
+    )
+    return _finish(ds, batch_size, data, drop_remainder=False)

@@ -1,0 +1,1 @@
+"""Optimisation: LARS, the learning-rate schedule and the optimizer choice."""

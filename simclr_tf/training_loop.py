@@ -1,0 +1,106 @@
+"""The fit loop of every training job: the optimizer and schedule a run compiles with,
+and `fit` in checkpoint-sized loops until exactly the requested step.
+
+A rerun resumes at the last checkpoint (optimizer state and step included); a loss or
+weights gone non-finite stop the run without saving over good checkpoints; batches
+that float16 loss scaling skipped are made up for.
+"""
+
+import math
+import os
+
+from absl import logging
+
+from simclr_tf import callbacks, checkpoints, distributed, keras_compat
+from simclr_tf.config import Config
+from simclr_tf.optim import optimizers, schedules
+
+SUMMARY_DIR = "logs"
+MAX_SKIPPED_STEPS = 1000  # float16 batches with non-finite gradients before giving up
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged); one line naming the step and the checkpoint
+    to resume or inspect from."""
+
+
+def compile_for_run(model, config: Config, total_steps, steps_per_epoch):
+    o = config.optim
+    peak = schedules.scaled_learning_rate(o.learning_rate, config.data.batch_size, o.lr_scaling)
+    warmup = int(round(o.warmup_epochs * steps_per_epoch))
+    if warmup >= total_steps:
+        logging.warning(
+            "Warmup (%d steps) is not shorter than the run (%d steps): the "
+            "learning rate never starts its cosine decay",
+            warmup,
+            total_steps,
+        )
+    schedule = schedules.warmup_cosine(peak, warmup, total_steps)
+    optimizer = optimizers.build_optimizer(o.optimizer, schedule, o.momentum, o.weight_decay)
+    model.compile(optimizer=optimizer, jit_compile=config.run.jit_compile)
+    optimizer.build(model.trainable_variables)
+    return model
+
+
+def steps_for(config: Config, num_examples):
+    if config.run.train_steps > 0:
+        return config.run.train_steps
+    return max(1, math.ceil(config.run.train_epochs * num_examples / config.data.batch_size))
+
+
+def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callbacks):
+    r = config.run
+    chief = distributed.is_chief(strategy)
+    worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
+    manager = checkpoints.CheckpointManager(
+        checkpoints.checkpoint_items(model), r.model_dir, r.keep_checkpoints, chief, worker_id
+    )
+    manager.restore_latest()
+    step = int(model.optimizer.iterations.numpy())
+    loop = min(r.checkpoint_steps, total_steps)
+    epochs = math.ceil(total_steps / loop)
+    if step >= total_steps:
+        logging.info("Already at step %d of %d; nothing to train", step, total_steps)
+        return step
+    logging.info("Training steps %d..%d in %d-step loops", step, total_steps, loop)
+    stopper = callbacks.StopAtStep(total_steps)
+    diverged = callbacks.NonFiniteLoss()
+    cbs = list(extra_callbacks) + [
+        diverged,
+        stopper,
+        callbacks.SaveCheckpoint(manager, guard=diverged),
+    ]
+    if chief:
+        cbs.append(
+            keras_compat.ResumableTensorBoard(
+                os.path.join(r.model_dir, SUMMARY_DIR), update_freq=r.summary_steps
+            )
+        )
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    while True:
+        model.fit(
+            dataset,
+            epochs=epochs,
+            steps_per_epoch=loop,
+            initial_epoch=step // loop,
+            callbacks=cbs,
+            verbose="auto" if chief else 0,
+            shuffle=False,
+        )
+        step = int(model.optimizer.iterations.numpy())
+        last_good = manager.latest or "none (no checkpoint was saved)"
+        if diverged.step is not None:
+            raise TrainingError(
+                f"the loss or the weights became NaN or infinite at step "
+                f"{diverged.step}; last good checkpoint: {last_good}"
+            )
+        if step >= total_steps:
+            return step
+        # Batches skipped by float16 loss scaling did not count: train a little longer.
+        if stopper.skipped > MAX_SKIPPED_STEPS:
+            raise TrainingError(
+                f"{stopper.skipped} batches had non-finite gradients by "
+                f"step {step} (float16 loss scaling gave up); last good "
+                f"checkpoint: {last_good}"
+            )
+        epochs = step // loop + math.ceil((total_steps - step) / loop)

@@ -1,0 +1,1 @@
+"""Scripts users run beside training (benchmarks, baselines, data preparation)."""
