@@ -4,7 +4,8 @@ One directory serves both uses:
 - signatures `serving_default` (float images in [0, 1], `[batch, H, W, 3]`) and
   `serving_bytes` (encoded JPEG/PNG/BMP/GIF strings, decoded and eval-preprocessed in
   the graph) return a dict with stable keys: `final_avg_pool`, `block_group1..4`, and
-  `proj_head_output` and/or `logits`/`probabilities` when the model has them;
+  `proj_head_output` and/or `logits`/`probabilities` when the model has them (a
+  pretraining run's are its linear probe's);
   `features_training` is the same as `serving_default` with BN in training mode, for
   `keras.layers.TFSMLayer(..., call_training_endpoint="features_training")`;
 - the TF Hub reusable-SavedModel API: `__call__(images, training=False)` returning the
@@ -34,7 +35,12 @@ ENDPOINT_KEYS = (
 
 
 def _outputs(model, images, training):
-    out = model(images, training=training)
+    out = dict(model(images, training=training))
+    if "logits" not in out and "probe_logits" in out:
+        # A pretraining run's classifier is its linear probe (for a converted reference
+        # checkpoint, the reference's supervised head).
+        out["logits"] = out["probe_logits"]
+        out["probabilities"] = tf.nn.softmax(tf.cast(out["logits"], tf.float32))
     return {k: tf.cast(out[k], tf.float32) for k in ENDPOINT_KEYS if k in out}
 
 

@@ -55,3 +55,11 @@ def architecture_differences(model_config, run_dir):
         for name in ARCHITECTURE_FIELDS
         if getattr(saved.model, name) != getattr(model_config, name)
     )
+
+
+def write_json_atomic(path, payload):
+    """Writes JSON through a temporary file and a rename, so a reader never sees half."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tf.io.gfile.rename(tmp, path, overwrite=True)

@@ -30,13 +30,6 @@ from simclr_tf.models import builders, step_models
 from simclr_tf.training_loop import TrainingError  # noqa: F401  (raised by run)
 
 
-def write_json_atomic(path, payload):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def _classifier_model(config: Config, source, fresh_encoder):
     model = builders.classifier_model(config, source.num_classes)
     if not fresh_encoder and config.run.init_checkpoint:
@@ -278,7 +271,7 @@ def _run(config: Config, extra_callbacks):
     if chief:
         tf.io.gfile.makedirs(r.model_dir)
         # As asked (so a rerun on other hardware resolves afresh), plus what was used.
-        write_json_atomic(
+        run_dirs.write_json_atomic(
             os.path.join(r.model_dir, run_dirs.CONFIG_FILE), {**requested, "resolved": resolved}
         )
     logging.info("%s on %s with %d replica(s)", r.mode, source.name, strategy.num_replicas_in_sync)
@@ -298,5 +291,5 @@ def _run(config: Config, extra_callbacks):
     if source.skipped is not None:
         results["skipped_images"] = source.skipped.value
     if chief:
-        write_json_atomic(os.path.join(r.model_dir, "results.json"), results)
+        run_dirs.write_json_atomic(os.path.join(r.model_dir, "results.json"), results)
     return model, results

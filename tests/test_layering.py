@@ -18,6 +18,7 @@ ALLOWED = {
     "config": set(),
     "hardware": {"config"},
     "run_dirs": {"config"},
+    "reference_layout": {"config"},
     # Shared infrastructure.
     "keras_compat": set(),
     "checkpoints": set(),
@@ -77,6 +78,14 @@ ALLOWED = {
         "models.step_models",
         "run_dirs",
         "training_loop",
+    },
+    "convert": {
+        "checkpoints",
+        "config",
+        "keras_compat",
+        "models.builders",
+        "reference_layout",
+        "run_dirs",
     },
     # The command line: the only reader of absl flags.
     "main": {"config", "data", "export", "train"},

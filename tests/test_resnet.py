@@ -15,9 +15,28 @@ def test_resnet50_matches_the_published_torchvision_count():
     assert _trainable(resnet.resnet(50)) == 25_557_032 - (2048 * 1000 + 1000)
 
 
-def test_resnet18_matches_the_published_torchvision_count():
-    # torchvision resnet18: 11,689,512 parameters, fc 512*1000+1000.
-    assert _trainable(resnet.resnet(18)) == 11_689_512 - (512 * 1000 + 1000)
+def test_resnet18_is_torchvision_s_plus_the_reference_block_group1_projection():
+    # torchvision resnet18: 11,689,512 parameters, fc 512*1000+1000. The reference
+    # SimCLR ResNet also projects the shortcut of block_group1's first block:
+    # a 1x1 64->64 conv and its BN (gamma, beta).
+    assert _trainable(resnet.resnet(18)) == 11_689_512 - (512 * 1000 + 1000) + 64 * 64 + 2 * 64
+
+
+def test_cifar_resnet18_has_the_reference_checkpoint_s_parameter_count():
+    """Against the reference code's own ResNet-18 CIFAR checkpoint: the same number of
+    trainable values (kernels, gammas, betas) in its base network."""
+    import tensorflow as tf
+
+    from conftest import SHARED_TFDS
+
+    path = SHARED_TFDS.parent / "reference_checkpoints" / "tf1_r18_cifar" / "model.ckpt-1"
+    stored = sum(
+        int(np.prod(shape))
+        for name, shape in tf.train.list_variables(str(path))
+        if name.startswith("base_model/") and "moving_" not in name
+    )
+    model = resnet.resnet(18, cifar_stem=True, input_shape=(32, 32, 3))
+    assert _trainable(model) == stored
 
 
 @pytest.mark.parametrize(
@@ -40,6 +59,7 @@ def test_cifar_stem_endpoints_and_fractional_width():
     model = resnet.resnet(18, 0.25, cifar_stem=True, input_shape=(32, 32, 3))
     out = model(np.zeros([2, 32, 32, 3], np.float32))
     assert out["initial_conv"].shape == (2, 32, 32, 16)  # 3x3 stride 1, no max-pool
+    assert out["initial_max_pool"].shape == (2, 32, 32, 16)
     assert out["block_group1"].shape == (2, 32, 32, 16)
     assert out["block_group4"].shape == (2, 4, 4, 128)
     assert out["final_avg_pool"].shape == (2, 128) == (2, resnet.representation_dim(18, 0.25))
@@ -58,12 +78,16 @@ def test_last_bn_of_every_block_starts_with_zero_gamma():
     assert len(zero) == 3 + 4 + 6 + 3  # one per residual block
 
 
-def test_zero_gamma_makes_blocks_start_as_identity_paths():
-    # With gamma=0 on the residual branch, group 1 of a CIFAR ResNet-18 (no projection)
-    # computes relu(relu(x)) = relu(x): its output equals its input at initialisation.
+def test_zero_gamma_makes_blocks_start_as_their_shortcut():
+    """With gamma = 0 on every residual branch, block_group1 of a CIFAR ResNet-18 is
+    relu(its projection shortcut) at initialisation: the first block gives
+    relu(BN(conv1x1(x))) and the second, an identity block, passes it on. Checked
+    against numpy with BN's initial statistics (mean 0, variance 1, eps 1e-5)."""
     model = resnet.resnet(18, 0.25, cifar_stem=True, input_shape=(8, 8, 3))
     out = model(np.random.default_rng(0).random([2, 8, 8, 3]).astype(np.float32))
-    np.testing.assert_allclose(out["block_group1"], out["initial_conv"], atol=1e-6)
+    kernel = model.get_layer("conv2d_1").kernel.numpy()[0, 0]  # the projection, [16, 16]
+    expected = np.maximum(np.asarray(out["initial_conv"]) @ kernel / np.sqrt(1 + 1e-5), 0)
+    np.testing.assert_allclose(out["block_group1"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_arguments_are_rejected():

@@ -4,6 +4,12 @@ Built with the Keras functional API from plain arguments; the model maps
 `[B, H, W, 3]` images in [0, 1] to a dict of named endpoints, `final_avg_pool` being
 the representation h. The SK variant (SimCLRv2) uses selective-kernel 3x3 convs and
 ResNet-D stem and shortcuts.
+
+The layers are those of the reference implementation (google-research/simclr), in its
+creation order and under its names (`conv2d`, `conv2d_1`, ..., `batch_normalization`,
+...), so its checkpoints convert exactly (`simclr_tf.convert`): the first block of
+every group, block_group1 included, has a projection shortcut, and ResNet-D shortcuts
+average-pool first in every group (stride 1 with SAME padding in block_group1).
 """
 
 import keras
@@ -32,14 +38,21 @@ class _Builder:
         self.sync_bn = sync_bn
         self.bn_momentum = bn_momentum
         self.matmul_kernel_grad = matmul_kernel_grad
+        self._count = {"conv2d": 0, "batch_normalization": 0}
 
-    def bn(self, x, relu=True, zero_gamma=False, name=None):
+    def name(self, kind):
+        """The reference's name of the next layer of this kind (`conv2d_3`)."""
+        index = self._count[kind]
+        self._count[kind] += 1
+        return kind if index == 0 else f"{kind}_{index}"
+
+    def bn(self, x, relu=True, zero_gamma=False):
         x = FusedBatchNormalization(
             momentum=self.bn_momentum,
             epsilon=BN_EPSILON,
             synchronized=self.sync_bn,
             gamma_initializer="zeros" if zero_gamma else "ones",
-            name=name,
+            name=self.name("batch_normalization"),
         )(x)
         return layers.ReLU()(x) if relu else x
 
@@ -56,19 +69,38 @@ class _Builder:
             use_bias=False,
             kernel_initializer="variance_scaling",
             matmul_kernel_grad=self.matmul_kernel_grad,
+            name=self.name("conv2d"),
         )(x)
 
     def conv3x3(self, x, filters, strides):
         """BN-ReLU'd 3x3 conv, selective-kernel when sk_ratio > 0."""
         if self.sk_ratio <= 0:
             return self.bn(self.conv(x, filters, 3, strides))
+        names = {
+            k: self.name(kind)
+            for k, kind in (
+                ("conv", "conv2d"),
+                ("bn", "batch_normalization"),
+                ("squeeze", "conv2d"),
+                ("squeeze_bn", "batch_normalization"),
+                ("expand", "conv2d"),
+            )
+        }
         return SelectiveKernel(
-            filters, strides, self.sk_ratio, self.sync_bn, self.bn_momentum, self.matmul_kernel_grad
+            filters,
+            strides,
+            self.sk_ratio,
+            self.sync_bn,
+            self.bn_momentum,
+            self.matmul_kernel_grad,
+            layer_names=names,
         )(x)
 
     def shortcut(self, x, filters, strides):
-        if self.sk_ratio > 0 and strides > 1:  # ResNet-D: average pool, then 1x1.
-            x = layers.AveragePooling2D(2, strides, padding="same")(x)
+        if self.sk_ratio > 0:  # ResNet-D: 2x2 average pool, then a stride-1 1x1 conv.
+            if strides > 1:  # padded as the reference pads: after, then VALID
+                x = layers.ZeroPadding2D(((0, 1), (0, 1)))(x)
+            x = layers.AveragePooling2D(2, strides, padding="same" if strides == 1 else "valid")(x)
             strides = 1
         return self.bn(self.conv(x, filters, 1, strides), relu=False)
 
@@ -86,15 +118,19 @@ class _Builder:
         return layers.ReLU()(layers.Add()([x, shortcut]))
 
     def stem(self, x, filters, cifar_stem):
+        """(the stem's conv output, the same after the max-pool); the CIFAR stem has
+        no max-pool."""
         if cifar_stem:
-            return self.bn(self.conv(x, filters, 3, 1))
+            x = self.bn(self.conv(x, filters, 3, 1))
+            return x, x
         if self.sk_ratio > 0:  # ResNet-D stem: three 3x3 convs.
             x = self.bn(self.conv(x, filters // 2, 3, 2))
             x = self.bn(self.conv(x, filters // 2, 3, 1))
             x = self.bn(self.conv(x, filters, 3, 1))
         else:
             x = self.bn(self.conv(x, filters, 7, 2))
-        return layers.MaxPooling2D(3, 2, padding="same")(x)
+        x = layers.Identity(name="initial_conv")(x)
+        return x, layers.MaxPooling2D(3, 2, padding="same")(x)
 
 
 class SelectiveKernel(layers.Layer):
@@ -108,9 +144,12 @@ class SelectiveKernel(layers.Layer):
         sync_bn=False,
         bn_momentum=0.9,
         matmul_kernel_grad=True,
+        layer_names=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        names = layer_names or {}
+        self.layer_names = dict(names)
         self.filters, self.strides, self.sk_ratio = filters, strides, sk_ratio
         self.sync_bn, self.bn_momentum = sync_bn, bn_momentum
         self.matmul_kernel_grad = matmul_kernel_grad
@@ -123,17 +162,31 @@ class SelectiveKernel(layers.Layer):
             padding="valid" if strides > 1 else "same",
             kernel_initializer="variance_scaling",
             matmul_kernel_grad=matmul_kernel_grad,
+            name=names.get("conv"),
         )
         self.bn = FusedBatchNormalization(
-            momentum=bn_momentum, epsilon=BN_EPSILON, synchronized=sync_bn
+            momentum=bn_momentum, epsilon=BN_EPSILON, synchronized=sync_bn, name=names.get("bn")
         )
         mid = max(int(filters * sk_ratio), SK_MIN_DIM)
-        self.squeeze = layers.Conv2D(mid, 1, use_bias=False, kernel_initializer="variance_scaling")
+        self.squeeze = layers.Conv2D(
+            mid,
+            1,
+            use_bias=False,
+            kernel_initializer="variance_scaling",
+            name=names.get("squeeze"),
+        )
         self.squeeze_bn = FusedBatchNormalization(
-            momentum=bn_momentum, epsilon=BN_EPSILON, synchronized=sync_bn
+            momentum=bn_momentum,
+            epsilon=BN_EPSILON,
+            synchronized=sync_bn,
+            name=names.get("squeeze_bn"),
         )
         self.expand = layers.Conv2D(
-            2 * filters, 1, use_bias=False, kernel_initializer="variance_scaling"
+            2 * filters,
+            1,
+            use_bias=False,
+            kernel_initializer="variance_scaling",
+            name=names.get("expand"),
         )
 
     def call(self, x, training=None):
@@ -156,6 +209,7 @@ class SelectiveKernel(layers.Layer):
             "sync_bn": self.sync_bn,
             "bn_momentum": self.bn_momentum,
             "matmul_kernel_grad": self.matmul_kernel_grad,
+            "layer_names": self.layer_names,
         }
 
 
@@ -188,7 +242,8 @@ def resnet(
 
     Returns:
       A functional `keras.Model` mapping [B, H, W, 3] images to a dict:
-      `initial_conv`, `block_group1..4` ([B, h, w, C] feature maps) and
+      `initial_conv` (the stem before its max-pool), `initial_max_pool`,
+      `block_group1..4` ([B, h, w, C] feature maps) and
       `final_avg_pool` ([B, C], the representation h).
     """
     if depth not in BLOCKS:
@@ -200,25 +255,25 @@ def resnet(
     bottleneck, counts = BLOCKS[depth]
     builder = _Builder(sk_ratio, sync_bn, bn_momentum, matmul_kernel_grad)
     block = builder.bottleneck_block if bottleneck else builder.basic_block
-    expansion = 4 if bottleneck else 1
 
     def width(base):
         return max(int(base * width_multiplier), 1)
 
     inputs = keras.Input(shape=input_shape, name="images")
     endpoints = {}
-    x = builder.stem(inputs, width(64), cifar_stem)
-    x = endpoints["initial_conv"] = layers.Identity(name="initial_conv")(x)
-    in_channels = width(64)
+    conv_out, x = builder.stem(inputs, width(64), cifar_stem)
+    if cifar_stem:
+        conv_out = x = layers.Identity(name="initial_conv")(x)
+    endpoints["initial_conv"] = conv_out
+    x = endpoints["initial_max_pool"] = layers.Identity(name="initial_max_pool")(x)
     for group, (count, base, strides) in enumerate(
         zip(counts, (64, 128, 256, 512), (1, 2, 2, 2)), start=1
     ):
         filters = width(base)
         for i in range(count):
-            stride = strides if i == 0 else 1
-            project = i == 0 and (stride > 1 or in_channels != filters * expansion)
-            x = block(x, filters, stride, project)
-            in_channels = filters * expansion
+            # The reference projects in the first block of every group, even where the
+            # shape does not change (block_group1 of ResNet-18 and -34).
+            x = block(x, filters, strides if i == 0 else 1, project=i == 0)
         # Named identity layers mark the endpoints, so callers can freeze "up to" one.
         x = endpoints[f"block_group{group}"] = layers.Identity(name=f"block_group{group}")(x)
     endpoints["final_avg_pool"] = layers.GlobalAveragePooling2D(name="final_avg_pool")(x)
