@@ -58,15 +58,23 @@ def run_config(layout, output_dir, image_size=None, sk_ratio=None, **model_overr
     head = layout.head
     out_dim = layout.shapes[head[-1]["kernel"]][1] if head else 128
     num_classes = layout.shapes[layout.supervised["bias"]][0] if layout.supervised else 0
-    model = ModelConfig(depth=depth, width_multiplier=width, sk_ratio=ratio,
-                        cifar_stem=cifar_stem,
-                        proj_head_mode="nonlinear" if head else "none",
-                        num_proj_layers=max(len(head), 1), proj_out_dim=out_dim,
-                        linear_probe=num_classes > 0)
+    model = ModelConfig(
+        depth=depth,
+        width_multiplier=width,
+        sk_ratio=ratio,
+        cifar_stem=cifar_stem,
+        proj_head_mode="nonlinear" if head else "none",
+        num_proj_layers=max(len(head), 1),
+        proj_out_dim=out_dim,
+        linear_probe=num_classes > 0,
+    )
     model = dataclasses.replace(model, **model_overrides)
     size = image_size or (32 if cifar_stem else 224)
-    return Config(run=RunConfig(mode="pretrain", model_dir=output_dir),
-                  data=DataConfig(image_size=size), model=model), num_classes
+    return Config(
+        run=RunConfig(mode="pretrain", model_dir=output_dir),
+        data=DataConfig(image_size=size),
+        model=model,
+    ), num_classes
 
 
 def weight_pairs(model, layout):
@@ -86,8 +94,10 @@ def weight_pairs(model, layout):
         pairs.append((layer.dense.kernel, ref["kernel"]))
         pairs += _bn_pairs(layer.bn, ref["bn"])
     if layout.supervised is not None:
-        pairs += [(model.probe.kernel, layout.supervised["kernel"]),
-                  (model.probe.bias, layout.supervised["bias"])]
+        pairs += [
+            (model.probe.kernel, layout.supervised["kernel"]),
+            (model.probe.bias, layout.supervised["bias"]),
+        ]
     return pairs
 
 
@@ -100,8 +110,10 @@ def _bn_pairs(layer, keys):
     for field in reference_layout.BN_FIELDS:
         variable = getattr(layer, field, None)
         if (variable is None) != (field not in keys):
-            raise ConversionError(f"{keys.get(field, layer.name + '/' + field)}: the batch "
-                                  f"norm layers differ in whether they have a {field}")
+            raise ConversionError(
+                f"{keys.get(field, layer.name + '/' + field)}: the batch "
+                f"norm layers differ in whether they have a {field}"
+            )
         if variable is not None:
             pairs.append((variable, keys[field]))
     return pairs
@@ -119,13 +131,16 @@ def build_model(layout, config, num_classes):
     pairs = weight_pairs(model, layout)
     for variable, key in pairs:
         if list(variable.shape) != layout.shapes[key]:
-            raise ConversionError(f"{key}: shape {layout.shapes[key]} in the checkpoint, "
-                                  f"{list(variable.shape)} in the model ({variable.path})")
+            raise ConversionError(
+                f"{key}: shape {layout.shapes[key]} in the checkpoint, "
+                f"{list(variable.shape)} in the model ({variable.path})"
+            )
     missing = expected - {id(v) for v, _ in pairs}
     if missing:
         name = next(v.path for v in model.weights if id(v) in missing)
-        raise ConversionError(f"the checkpoint has no value for {len(missing)} model "
-                              f"variables (first: {name})")
+        raise ConversionError(
+            f"the checkpoint has no value for {len(missing)} model variables (first: {name})"
+        )
     return model, pairs
 
 
@@ -149,21 +164,28 @@ def convert(input_path, output_dir, image_size=None, sk_ratio=None, **model_over
     path = latest_checkpoint(input_path)
     reader = tf.train.load_checkpoint(path)
     layout = reference_layout.read_layout(reader.get_variable_to_shape_map())
-    config, num_classes = run_config(layout, output_dir, image_size, sk_ratio,
-                                     **model_overrides)
+    config, num_classes = run_config(layout, output_dir, image_size, sk_ratio, **model_overrides)
     model, pairs = build_model(layout, config, num_classes)
     for variable, key in pairs:
         variable.assign(reader.get_tensor(key).astype(np.float32))
     tf.io.gfile.makedirs(output_dir)
     manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), output_dir)
     saved = manager.save(0)
-    report = {"source": path, "format": layout.format, "checkpoint": saved,
-              "architecture": json.loads(config.to_json())["model"],
-              "image_size": config.data.image_size, "supervised_classes": num_classes,
-              "mapped_tensors": len(pairs), "mapped_values": int(sum(
-                  np.prod(layout.shapes[k]) for _, k in pairs)),
-              "skipped_tensors": len(layout.skipped), "skipped": layout.skipped}
-    run_dirs.write_json_atomic(os.path.join(output_dir, run_dirs.CONFIG_FILE),
-                               {**json.loads(config.to_json()), "converted_from": path})
+    report = {
+        "source": path,
+        "format": layout.format,
+        "checkpoint": saved,
+        "architecture": json.loads(config.to_json())["model"],
+        "image_size": config.data.image_size,
+        "supervised_classes": num_classes,
+        "mapped_tensors": len(pairs),
+        "mapped_values": int(sum(np.prod(layout.shapes[k]) for _, k in pairs)),
+        "skipped_tensors": len(layout.skipped),
+        "skipped": layout.skipped,
+    }
+    run_dirs.write_json_atomic(
+        os.path.join(output_dir, run_dirs.CONFIG_FILE),
+        {**json.loads(config.to_json()), "converted_from": path},
+    )
     run_dirs.write_json_atomic(os.path.join(output_dir, REPORT_FILE), report)
     return report

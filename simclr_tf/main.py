@@ -7,6 +7,7 @@ with a one-line reason before TensorFlow does any work.
 
 import dataclasses
 import sys
+import types
 import typing
 
 from absl import app, flags, logging
@@ -148,8 +149,8 @@ def _value(field, raw):
         if len(values) != 2 or values[0] > values[1]:
             raise cfg.ConfigError(f"--{field.name} takes two increasing numbers, got {raw}")
         return values
-    if raw == "" and typing.get_origin(field.type) is typing.Union:
-        return None  # Optional fields: an empty flag means unset
+    if raw == "" and typing.get_origin(field.type) in (typing.Union, types.UnionType):
+        return None  # Optional fields (`str | None`): an empty flag means unset
     return raw
 
 

@@ -20,8 +20,14 @@ import re
 from simclr_tf.config import RESNET_DEPTHS
 
 BN_FIELDS = ("gamma", "beta", "moving_mean", "moving_variance")
-BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
-          152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+BLOCKS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
 SK_MIN_DIM = 32
 # Stored alongside the weights and deliberately not converted.
 SKIPPED = (
@@ -35,8 +41,13 @@ SKIPPED = (
 )
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # TF2 selective-kernel layer: its tensors in the order the TF1 code creates them.
-_TF2_SK_ORDER = {"conv2d_fixed_padding": 0, "batch_norm_relu": 1, "conv2d_0": 2,
-                 "batch_norm_relu_1": 3, "conv2d_1": 4}
+_TF2_SK_ORDER = {
+    "conv2d_fixed_padding": 0,
+    "batch_norm_relu": 1,
+    "conv2d_0": 2,
+    "batch_norm_relu_1": 3,
+    "conv2d_1": 4,
+}
 
 
 class LayoutError(ValueError):
@@ -90,8 +101,10 @@ def _tf2_order(path):
     parts = path.split("/")
     if parts[0] == "initial_conv_relu_max_pool":
         return (0, int(parts[1]), 0, 0, 0)
-    if parts[0] == "block_groups" and parts[4] in ("projection_layers",
-                                                    "conv_relu_dropblock_layers"):
+    if parts[0] == "block_groups" and parts[4] in (
+        "projection_layers",
+        "conv_relu_dropblock_layers",
+    ):
         section = 0 if parts[4] == "projection_layers" else 1
         sub = _TF2_SK_ORDER.get(parts[6], 0) if len(parts) > 7 else 0
         return (1 + int(parts[1]), int(parts[3]), section, int(parts[5]), sub)
@@ -101,9 +114,9 @@ def _tf2_order(path):
 def _tf2(shapes, skipped, unknown):
     encoder, head, supervised = [], {}, {}
     for key in shapes:
-        path = key[:-len(_TF2_SUFFIX)] if key.endswith(_TF2_SUFFIX) else key
+        path = key[: -len(_TF2_SUFFIX)] if key.endswith(_TF2_SUFFIX) else key
         if path.startswith("model/resnet_model/"):
-            inner = path[len("model/resnet_model/"):]
+            inner = path[len("model/resnet_model/") :]
             try:
                 encoder.append((_tf2_order(inner), inner, key))
             except (KeyError, IndexError, ValueError):
@@ -111,7 +124,8 @@ def _tf2(shapes, skipped, unknown):
         elif m := re.fullmatch(r"model/_projection_head/linear_layers/(\d+)/dense/kernel", path):
             head.setdefault(int(m.group(1)), {"bn": {}})["kernel"] = key
         elif m := re.fullmatch(
-                r"model/_projection_head/linear_layers/(\d+)/bn_relu/bn/(\w+)", path):
+            r"model/_projection_head/linear_layers/(\d+)/bn_relu/bn/(\w+)", path
+        ):
             head.setdefault(int(m.group(1)), {"bn": {}})["bn"][m.group(2)] = key
         elif m := re.fullmatch(r"model/supervised_head/linear_layer/dense/(kernel|bias)", path):
             supervised[m.group(1)] = key
@@ -147,8 +161,9 @@ def read_layout(shapes):
         in the layer numbering.
     """
     shapes = {k: list(v) for k, v in shapes.items()}
-    skipped = sorted(k for k in shapes
-                     if any(p.search(k.removesuffix(_TF2_SUFFIX)) for p in SKIPPED))
+    skipped = sorted(
+        k for k in shapes if any(p.search(k.removesuffix(_TF2_SUFFIX)) for p in SKIPPED)
+    )
     kept = {k: v for k, v in shapes.items() if k not in set(skipped)}
     unknown = []
     if any(k.startswith("base_model/") for k in kept):
@@ -156,11 +171,15 @@ def read_layout(shapes):
     elif any(k.startswith("model/resnet_model/") for k in kept):
         fmt, parts = "tf2", _tf2(kept, skipped, unknown)
     else:
-        raise LayoutError("no base_model/ (TF1) or model/resnet_model/ (TF2) weights: "
-                          "not a checkpoint of the reference SimCLR code")
+        raise LayoutError(
+            "no base_model/ (TF1) or model/resnet_model/ (TF2) weights: "
+            "not a checkpoint of the reference SimCLR code"
+        )
     if unknown:
-        raise LayoutError(f"{len(unknown)} tensors are neither weights nor optimizer/step "
-                          f"state (first: {sorted(unknown)[0]})")
+        raise LayoutError(
+            f"{len(unknown)} tensors are neither weights nor optimizer/step "
+            f"state (first: {sorted(unknown)[0]})"
+        )
     convs, bns, head, supervised = parts
     for what, found in (("conv", convs), ("batch norm", bns), ("head layer", head)):
         if sorted(found) != list(range(len(found))):
@@ -170,9 +189,15 @@ def read_layout(shapes):
             raise LayoutError(f"{fmt}: projection-head layer {i} has no dense kernel")
     if supervised and set(supervised) != {"kernel", "bias"}:
         raise LayoutError(f"{fmt}: the supervised head lacks its kernel or bias")
-    return Layout(fmt, [convs[i] for i in range(len(convs))],
-                  [bns[i] for i in range(len(bns))], [head[i] for i in range(len(head))],
-                  supervised or None, skipped, shapes)
+    return Layout(
+        fmt,
+        [convs[i] for i in range(len(convs))],
+        [bns[i] for i in range(len(bns))],
+        [head[i] for i in range(len(head))],
+        supervised or None,
+        skipped,
+        shapes,
+    )
 
 
 def conv_shapes(depth, width_multiplier, sk_ratio=0.0, cifar_stem=False):
@@ -188,8 +213,10 @@ def conv_shapes(depth, width_multiplier, sk_ratio=0.0, cifar_stem=False):
         raise ValueError(f"depth must be one of {RESNET_DEPTHS}")
     bottleneck = depth >= 50
     if sk_ratio > 0 and not bottleneck:
-        raise ValueError("the reference code builds selective kernels in bottleneck "
-                         "blocks only (ResNet-50 and deeper)")
+        raise ValueError(
+            "the reference code builds selective kernels in bottleneck "
+            "blocks only (ResNet-50 and deeper)"
+        )
     w = int(width_multiplier)
     shapes = []
     if cifar_stem:
@@ -200,7 +227,7 @@ def conv_shapes(depth, width_multiplier, sk_ratio=0.0, cifar_stem=False):
         shapes.append([7, 7, 3, 64 * w])
     channels = 64 * w
     for group, count in enumerate(BLOCKS[depth]):
-        f = 64 * w * 2 ** group
+        f = 64 * w * 2**group
         out = 4 * f if bottleneck else f
         for block in range(count):
             if block == 0:
@@ -245,13 +272,21 @@ def infer_architecture(layout, sk_ratio=None):
                 ratio = sk_ratio if sk_ratio is not None else _sk_ratio(found, width)
             if width >= 1 and conv_shapes(depth, width, ratio, cifar_stem) == found:
                 return depth, float(width), ratio, cifar_stem
-    raise LayoutError(f"no reference ResNet has these {len(found)} conv shapes (first "
-                      f"{found[0]}); depths tried: {sorted(BLOCKS)}")
+    raise LayoutError(
+        f"no reference ResNet has these {len(found)} conv shapes (first "
+        f"{found[0]}); depths tried: {sorted(BLOCKS)}"
+    )
 
 
 def _sk_ratio(shapes, width):
     """The ratio the fc convs show ([1, 1, f, mid] after a [3, 3, f, 2f] conv)."""
-    ratios = [b[3] / b[2] for a, b in zip(shapes, shapes[1:])
-              if a[:2] == [3, 3] and a[3] == 2 * a[2] and b[:2] == [1, 1] and b[2] == a[2]
-              and b[3] > SK_MIN_DIM]
+    ratios = [
+        b[3] / b[2]
+        for a, b in zip(shapes, shapes[1:])
+        if a[:2] == [3, 3]
+        and a[3] == 2 * a[2]
+        and b[:2] == [1, 1]
+        and b[2] == a[2]
+        and b[3] > SK_MIN_DIM
+    ]
     return max(ratios) if ratios else 0.0625

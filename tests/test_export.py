@@ -52,9 +52,16 @@ def test_serving_default_matches_the_model(pretrain_export):
         "block_group3",
         "block_group4",
         "proj_head_output",
+        "logits",
+        "probabilities",
     }
+    # A pretraining run's classifier is its linear probe.
+    expected = dict(expected, logits=expected["probe_logits"])
+    logits = expected["logits"].numpy()
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    expected["probabilities"] = softmax / softmax.sum(1, keepdims=True)
     for key, value in served.items():
-        np.testing.assert_allclose(value.numpy(), expected[key].numpy(), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(value), np.asarray(expected[key]), atol=1e-5)
 
 
 def test_serving_bytes_decodes_and_preprocesses_in_graph(pretrain_export):

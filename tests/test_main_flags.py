@@ -40,6 +40,13 @@ def test_flag_defaults_are_the_config_defaults_exactly():
     assert _parse() == cfg.Config()  # e.g. the 4/3 aspect bound, not a rounded 1.33333
 
 
+def test_an_empty_flag_unsets_an_optional_setting():
+    config = _parse("--eval_split=", "--init_checkpoint=", "--data_dir=")
+    assert config.data.eval_split is None and config.run.init_checkpoint is None
+    assert config.data.data_dir is None
+    assert _parse("--eval_split=validation").data.eval_split == "validation"
+
+
 def test_flags_reach_the_config():
     config = _parse(
         "--depth=50",
