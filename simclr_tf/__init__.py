@@ -44,6 +44,7 @@ _EXPORTS = {
             "AugmentConfig",
             "LossConfig",
             "OptimConfig",
+            "DistillConfig",
             "ConfigError",
         )
     },
@@ -55,6 +56,8 @@ _EXPORTS = {
     "ProjectionHead": "simclr_tf.models.heads",
     "linear_head": "simclr_tf.models.heads",
     "nt_xent": "simclr_tf.losses",
+    "distillation_loss": "simclr_tf.losses",
+    "DistillationModel": "simclr_tf.models.distillation",
     "LARS": "simclr_tf.optim.lars",
     "warmup_cosine": "simclr_tf.optim.schedules",
     "open_source": "simclr_tf.data",

@@ -8,7 +8,7 @@ Each flag maps to exactly one field (a test checks the two sets match).
 import dataclasses
 import json
 
-MODES = ("pretrain", "linear_eval", "finetune", "supervised", "eval", "export")
+MODES = ("pretrain", "linear_eval", "finetune", "supervised", "distill", "eval", "export")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("lars", "momentum", "adam")
@@ -128,6 +128,15 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """SimCLRv2's distillation step (`--mode=distill`)."""
+
+    teacher: str | None = None  # a classifier run directory or an exported SavedModel
+    distill_temperature: float = 1.0  # SimCLRv2: 1 big-to-small, 0.1 self-distillation
+    distill_label_weight: float = 0.0  # > 0 adds the cross-entropy on labelled examples
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -135,6 +144,7 @@ class Config:
     augment: AugmentConfig = AugmentConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
+    distill: DistillConfig = DistillConfig()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -227,3 +227,21 @@ def margin_triplet(z1, z2, temperature=1.0, normalize=True, margin=1.0):
 
 
 LOSSES = {"nt_xent": nt_xent, "nt_logistic": nt_logistic, "margin_triplet": margin_triplet}
+
+
+def distillation_loss(teacher_logits, student_logits, temperature=1.0):
+    """SimCLRv2's distillation loss (paper section 2, eq. 2): the cross-entropy of the
+    student's tempered softmax against the teacher's.
+
+    Args:
+      teacher_logits: float [B, classes], the (frozen) teacher's logits.
+      student_logits: float [B, classes].
+      temperature: tau of both softmaxes (SimCLRv2: 1 big-to-small, 0.1 self-distillation).
+
+    Returns:
+      float32 scalar: the mean over the batch of
+      -sum_y softmax(teacher / tau)_y * log softmax(student / tau)_y.
+    """
+    teacher = tf.nn.softmax(tf.cast(teacher_logits, tf.float32) / temperature, axis=-1)
+    log_student = tf.nn.log_softmax(tf.cast(student_logits, tf.float32) / temperature, axis=-1)
+    return tf.reduce_mean(-tf.reduce_sum(tf.stop_gradient(teacher) * log_student, axis=-1))

@@ -102,6 +102,12 @@ HELP = {
     "warmup_epochs": "Linear warmup length in epochs.",
     "weight_decay": "Weight decay (BN and biases excluded).",
     "momentum": "Optimizer momentum.",
+    "teacher": "--mode=distill: the frozen teacher, a classifier run directory "
+    "(finetune, linear_eval, supervised, distill) or a SavedModel from --mode=export.",
+    "distill_temperature": "--mode=distill: temperature of the teacher's and the student's "
+    "softmax (SimCLRv2: 1 for a smaller student, 0.1 for self-distillation).",
+    "distill_label_weight": "--mode=distill: weight of the cross-entropy on the labelled "
+    "examples (--label_fraction / --label_subset); 0 reads no labels.",
 }
 ENUMS = {
     "mode": cfg.MODES,
@@ -204,18 +210,25 @@ def validate(c: cfg.Config):
         (0 < c.model.bn_momentum < 1, "--bn_momentum must be in (0, 1)"),
         (bool(c.run.model_dir), "--model_dir must be set"),
         (
+            c.run.mode != "distill" or c.distill.teacher,
+            "--mode=distill needs --teacher (a fine-tuned run directory or an exported SavedModel)",
+        ),
+        (c.distill.distill_temperature > 0, "--distill_temperature must be > 0"),
+        (c.distill.distill_label_weight >= 0, "--distill_label_weight must be >= 0"),
+        (
             c.run.mode != "finetune" or c.run.init_checkpoint,
             "--mode=finetune needs --init_checkpoint (use --mode=supervised to train from scratch)",
         ),
         (c.run.mode != "export" or c.run.model_dir, "--mode=export needs --model_dir"),
         (c.run.strategy != "tpu" or c.run.tpu is not None, "--strategy=tpu needs --tpu"),
         (
-            c.data.label_fraction == 1 or c.run.mode in ("finetune", "linear_eval"),
-            "--label_fraction applies to finetune and linear_eval only",
+            c.data.label_fraction == 1 or c.run.mode in ("finetune", "linear_eval", "distill"),
+            "--label_fraction applies to finetune, linear_eval and distill only",
         ),
         (
-            c.data.label_subset is None or c.run.mode in ("finetune", "linear_eval", "supervised"),
-            "--label_subset applies to finetune, linear_eval and supervised only",
+            c.data.label_subset is None
+            or c.run.mode in ("finetune", "linear_eval", "supervised", "distill"),
+            "--label_subset applies to finetune, linear_eval, supervised and distill only",
         ),
         (
             c.data.label_subset is None or c.data.label_fraction == 1,
@@ -261,12 +274,15 @@ _TRAINING = [("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)] + [
     )
 ]
 _MODEL = [("model", f.name) for f in dataclasses.fields(cfg.ModelConfig)]
+_DISTILL_ONLY = [("distill", f.name) for f in dataclasses.fields(cfg.DistillConfig)]
 _IGNORED = {
-    "pretrain": _CLASSIFIER_ONLY,
-    "linear_eval": _PRETRAIN_ONLY,
-    "finetune": _PRETRAIN_ONLY,
-    "supervised": _PRETRAIN_ONLY,
-    "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL,  # the model comes from config.json
+    "pretrain": _CLASSIFIER_ONLY + _DISTILL_ONLY,
+    "linear_eval": _PRETRAIN_ONLY + _DISTILL_ONLY,
+    "finetune": _PRETRAIN_ONLY + _DISTILL_ONLY,
+    "supervised": _PRETRAIN_ONLY + _DISTILL_ONLY,
+    "distill": _PRETRAIN_ONLY + [("model", "fine_tune_after_block")],
+    # the model comes from config.json
+    "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL + _DISTILL_ONLY,
     "export": [
         (s.name, f.name)
         for s in dataclasses.fields(cfg.Config)

@@ -20,18 +20,19 @@ from simclr_tf import (
     checkpoints,
     distributed,
     evaluation,
-    hardware,
     run_dirs,
+    run_setup,
+    teacher,
     training_loop,
 )
 from simclr_tf.config import Config, ConfigError
-from simclr_tf.data import DataError, open_source, pipeline, subsets
+from simclr_tf.data import DataError, pipeline, subsets
 from simclr_tf.models import builders, step_models
 from simclr_tf.training_loop import TrainingError  # noqa: F401  (raised by run)
 
 
-def _classifier_model(config: Config, source, fresh_encoder):
-    model = builders.classifier_model(config, source.num_classes)
+def _classifier_model(config: Config, num_classes, fresh_encoder, build=builders.classifier_model):
+    model = build(config, num_classes)
     if not fresh_encoder and config.run.init_checkpoint:
         parts = {"encoder": model.encoder}
         if model.projection_head is not None:
@@ -158,7 +159,7 @@ def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder
     num_train = source.num_examples(d.train_split) if subset is None else len(subset)
     total = training_loop.steps_for(config, num_train)
     with strategy.scope():
-        model = _classifier_model(config, source, fresh_encoder)
+        model = _classifier_model(config, source.num_classes, fresh_encoder)
         model = training_loop.compile_for_run(model, config, total, num_train / d.batch_size)
 
     def dataset_fn(ctx):
@@ -175,63 +176,82 @@ def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder
     return model, results
 
 
+def distill(config: Config, strategy, source, extra_callbacks=()):
+    """SimCLRv2's distillation: a frozen teacher labels every image of the train split
+    on the fly; the student learns its tempered predictions (plus, with
+    `distill_label_weight` > 0, the labels of the labelled subset)."""
+    d, k = config.data, config.distill
+    read_labels = k.distill_label_weight > 0
+    if read_labels and not source.labeled:
+        raise DataError(
+            f"--distill_label_weight > 0 needs labels, but {source.name} has "
+            "none (set it to 0 to distil from unlabeled images only)"
+        )
+    labelled = (
+        subsets.label_subset(config, source, distributed.is_chief(strategy))
+        if read_labels
+        else None
+    )
+    num_train = source.num_examples(d.train_split)
+    total = training_loop.steps_for(config, num_train)
+    with strategy.scope():
+        teacher_logits, classes = teacher.load_teacher(k.teacher, d.image_size)
+        if source.labeled and source.num_classes != classes:
+            raise ConfigError(
+                f"--teacher {k.teacher} predicts {classes} classes, "
+                f"{source.name} has {source.num_classes}"
+            )
+        build = functools.partial(builders.distillation_model, teacher=teacher_logits)
+        model = _classifier_model(config, classes, not config.run.init_checkpoint, build)
+        model = training_loop.compile_for_run(model, config, total, num_train / d.batch_size)
+
+    def dataset_fn(ctx):
+        return pipeline.distill_dataset(
+            source,
+            d.train_split,
+            d,
+            ctx.get_per_replica_batch_size(d.batch_size),
+            ctx,
+            labelled,
+            read_labels,
+        )
+
+    extra = list(extra_callbacks)
+    if source.skipped is not None:
+        extra.append(callbacks.SkippedImages(source.skipped))
+    step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
+    results = {
+        "global_step": step,
+        "train_examples": num_train,
+        "teacher": k.teacher,
+        "labelled_examples": (
+            0 if not read_labels else num_train if labelled is None else len(labelled)
+        ),
+    }
+    results.update(_eval_results(model, config, source))
+    if "eval_accuracy" in results:  # the teacher on the same examples, for comparison
+        results["teacher_eval_accuracy"] = _eval_results(
+            _LogitsModel(teacher_logits), config, source
+        )["eval_accuracy"]
+    return model, results
+
+
+class _LogitsModel:
+    """A logits function in the shape `evaluation.classification_metrics` reads."""
+
+    def __init__(self, logits_fn):
+        self.logits_fn = logits_fn
+
+    def __call__(self, images, training=False):
+        return {"logits": self.logits_fn(images)}
+
+
 def evaluate(config: Config, strategy, source):
     """Evaluates the classifier checkpoint in model_dir on the eval split."""
     with strategy.scope():
-        model = _classifier_model(config, source, fresh_encoder=True)
+        model = _classifier_model(config, source.num_classes, fresh_encoder=True)
     path = checkpoints.restore_model(model, config.run.model_dir)
     return model, {"checkpoint": path, **_eval_results(model, config, source)}
-
-
-def setup(config: Config):
-    """Precision policy, strategy and data source, in the order TF needs them."""
-    r = config.run
-    if r.num_logical_devices > 1:
-        distributed.split_cpu(r.num_logical_devices)
-    keras.mixed_precision.set_global_policy(r.precision)
-    # Multi-worker collectives must be configured before other TF work, so the
-    # strategy comes first; the source is opened outside its scope, so its counters
-    # are plain host variables.
-    strategy = distributed.make_strategy(r.strategy, r.tpu, r.num_logical_devices)
-    # Weight initialisation follows the seed too, so two runs that differ only in one
-    # setting (precision, say) start from the same weights and compare pair by pair.
-    keras.utils.set_random_seed(config.data.seed)
-    if config.data.batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(
-            f"batch_size {config.data.batch_size} is not divisible by the "
-            f"{strategy.num_replicas_in_sync} replicas"
-        )
-    source = open_source(
-        config.data.dataset, config.data.data_dir, strict=config.data.strict_decoding
-    )
-    check_splits(config, source)
-    return strategy, source
-
-
-def check_splits(config: Config, source):
-    """Every split the run will read exists, before any training: a labelled source is
-    evaluated on `eval_split` in every mode, so a missing one stops every mode alike."""
-    d = config.data
-    source.check_split(d.train_split)
-    if source.labeled and d.eval_split is not None and d.eval_split not in source.split_sizes:
-        raise DataError(
-            f"{source.name}: no eval split {d.eval_split!r} (available: "
-            f"{', '.join(sorted(source.split_sizes))}); pass --eval_split=NAME, or "
-            "--eval_split= to train without evaluation"
-        )
-
-
-def for_hardware(config: Config, hw=None):
-    """The config with `--precision=auto` and the CPU speed rules resolved for `hw`
-    (default: this machine), and the record of what was chosen and why."""
-    hw = hardware.detect(config.run.strategy) if hw is None else hw
-    resolved = hardware.resolve(config.run.precision, config.model.matmul_kernel_grad, hw)
-    config = dataclasses.replace(
-        config,
-        run=dataclasses.replace(config.run, precision=resolved["precision"]),
-        model=dataclasses.replace(config.model, matmul_kernel_grad=resolved["matmul_kernel_grad"]),
-    )
-    return config, resolved
 
 
 def run(config: Config, extra_callbacks=()):
@@ -263,9 +283,9 @@ def _run(config: Config, extra_callbacks):
     if config.run.mode == "eval":
         config = _with_saved_model(config)
     requested = json.loads(config.to_json())
-    config, resolved = for_hardware(config)
+    config, resolved = run_setup.for_hardware(config)
     logging.info("Precision %s (%s)", resolved["precision"], resolved["precision_reason"])
-    strategy, source = setup(config)
+    strategy, source = run_setup.setup(config)
     r = config.run
     chief = distributed.is_chief(strategy)
     if chief:
@@ -281,6 +301,8 @@ def _run(config: Config, extra_callbacks):
         model, results = classify(
             config, strategy, source, extra_callbacks, fresh_encoder=not r.init_checkpoint
         )
+    elif r.mode == "distill":
+        model, results = distill(config, strategy, source, extra_callbacks)
     elif r.mode == "supervised":
         model, results = classify(config, strategy, source, extra_callbacks, fresh_encoder=True)
     elif r.mode == "eval":

@@ -10,7 +10,7 @@ import dataclasses
 import keras
 import pytest
 
-from simclr_tf import hardware, train
+from simclr_tf import hardware, run_setup
 from simclr_tf.config import Config, ModelConfig, RunConfig
 from simclr_tf.models import builders, conv
 
@@ -126,7 +126,7 @@ def _encoder_kernel_grad_layers(config):
 )
 def test_run_config_resolved_for_the_hardware(hw, precision, kernel_grad):
     config = Config(run=RunConfig(precision="auto"), model=ModelConfig(depth=18))
-    resolved_config, record = train.for_hardware(config, hw)
+    resolved_config, record = run_setup.for_hardware(config, hw)
     assert resolved_config.run.precision == record["precision"] == precision
     assert resolved_config.model.matmul_kernel_grad is kernel_grad
     assert record["hardware"]["cpu_kind"] == hw.cpu_kind
@@ -134,7 +134,7 @@ def test_run_config_resolved_for_the_hardware(hw, precision, kernel_grad):
     assert bool(_encoder_kernel_grad_layers(resolved_config)) is kernel_grad
     # A user's explicit bf16 on an AVX2 CPU still gets no Zen 4 rule.
     forced = dataclasses.replace(config, run=RunConfig(precision="mixed_bfloat16"))
-    forced_config, _ = train.for_hardware(forced, cpu(ZEN3))
+    forced_config, _ = run_setup.for_hardware(forced, cpu(ZEN3))
     assert forced_config.run.precision == "mixed_bfloat16"
     assert not _encoder_kernel_grad_layers(forced_config)
 

@@ -39,7 +39,7 @@ ALLOWED = {
     "data.file_sources": {"data.source"},
     "data.tfds_source": {"data.source"},
     "data.subsets": {"data.source"},
-    "data.pipeline": {"augment.batch_ops", "augment.image_ops", "config"},
+    "data.pipeline": {"augment.batch_ops", "augment.image_ops", "config", "data.source"},
     # Models: layers, then networks, then the step models, then the config builders.
     "models": set(),
     "models.batch_norm": set(),
@@ -47,7 +47,16 @@ ALLOWED = {
     "models.resnet": {"models.batch_norm", "models.conv"},
     "models.heads": {"models.batch_norm"},
     "models.step_models": {"keras_compat", "models.heads", "models.resnet"},
-    "models.builders": {"config", "losses", "models.heads", "models.resnet", "models.step_models"},
+    "models.distillation": {"losses", "models.step_models"},
+    "models.builders": {
+        "config",
+        "losses",
+        "models.distillation",
+        "models.heads",
+        "models.resnet",
+        "models.step_models",
+    },
+    "teacher": {"checkpoints", "config", "models.builders", "run_dirs"},
     "optim": set(),
     "optim.lars": set(),
     "optim.schedules": set(),
@@ -55,6 +64,7 @@ ALLOWED = {
     # Jobs.
     "callbacks": {"evaluation"},
     "export": {"augment.image_ops", "checkpoints", "models.builders", "run_dirs"},
+    "run_setup": {"config", "data", "distributed", "hardware"},
     "training_loop": {
         "callbacks",
         "checkpoints",
@@ -73,10 +83,11 @@ ALLOWED = {
         "data.subsets",
         "distributed",
         "evaluation",
-        "hardware",
         "models.builders",
         "models.step_models",
         "run_dirs",
+        "run_setup",
+        "teacher",
         "training_loop",
     },
     "convert": {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_tf import export, train, training_loop
+from simclr_tf import export, run_setup, train, training_loop
 from simclr_tf.config import AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig, RunConfig
 
 from conftest import requires_bf16_kernels
@@ -196,7 +196,7 @@ def test_seed_sets_weight_initialisation(cifar_data_dir, tmp_path):
             "data",
             seed=seed,
         )
-        train.setup(config)
+        run_setup.setup(config)
         weights = [v.numpy() for v in builders.pretrain_model(config, 0).trainable_variables]
         keras.mixed_precision.set_global_policy("float32")
         return weights
@@ -255,8 +255,8 @@ def test_bf16_and_float32_runs_agree_at_equal_steps(tmp_path, cifar_data_dir):
             deterministic=True,
         )
         if steps == 0:  # the initial weights, as train.run builds them
-            config, _ = train.for_hardware(config)
-            train.setup(config)
+            config, _ = run_setup.for_hardware(config)
+            run_setup.setup(config)
             model = builders.pretrain_model(config, 10)
         else:
             model, _ = train.run(config)

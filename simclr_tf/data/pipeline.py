@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from simclr_tf.augment import batch_ops, image_ops
 from simclr_tf.config import AugmentConfig, DataConfig
+from simclr_tf.data.source import id_filter
 
 AUTOTUNE = tf.data.AUTOTUNE
 COLOUR_TAG = 0xC010  # folds a batch's seed away from its images' own seeds
@@ -155,3 +156,34 @@ def eval_dataset(source, split, data: DataConfig, batch_size, subset=None):
         num_parallel_calls=AUTOTUNE,
     )
     return _finish(ds, batch_size, data, drop_remainder=False)
+
+
+def distill_dataset(
+    source, split, data: DataConfig, batch_size, ctx=None, labelled=None, read_labels=False
+):
+    """Endless crop-and-flip batches of every example of `split`, for distillation (the
+    paper augments with random crop and flip only).
+
+    Args:
+      source, split, data, batch_size, ctx: as in `pretrain_dataset`.
+      labelled: ids whose labels the student may read (None: all of them).
+      read_labels: False: every label is -1 and none is read (the labelled loss is off).
+
+    Returns:
+      A `tf.data.Dataset` of {"image": float32 [B, S, S, 3], "label": int64 [B]}, the
+      label -1 where the example is unlabelled or not in `labelled`.
+    """
+    size = data.image_size
+    keep = id_filter(labelled) if read_labels and labelled is not None else None
+
+    def view(seed, ex):
+        if not read_labels:
+            label = tf.constant(-1, tf.int64)
+        elif keep is None:
+            label = ex["label"]
+        else:
+            label = tf.where(keep(ex["id"]), ex["label"], tf.constant(-1, tf.int64))
+        return {"image": image_ops.train_view(ex["image"], seed, size, size), "label": label}
+
+    ds = _seeded(_examples(source, split, data, ctx), data, ctx)
+    return _finish(ds.map(view, num_parallel_calls=AUTOTUNE), batch_size, data)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from simclr_tf import losses
 from simclr_tf.config import Config
-from simclr_tf.models import heads, resnet, step_models
+from simclr_tf.models import distillation, heads, resnet, step_models
 
 
 def build_encoder(config: Config):
@@ -74,6 +74,25 @@ def classifier_model(config: Config, num_classes):
         head_layer=m.ft_proj_selector,
         freeze_encoder=mode == "linear_eval",
         fine_tune_after_block=m.fine_tune_after_block if mode == "finetune" else -1,
+    )
+    _built(model, config)
+    model.freeze_unused_head_layers()
+    return model
+
+
+def distillation_model(config: Config, num_classes, teacher):
+    """The student of `--mode=distill`: `classifier_model`'s network trained on
+    `teacher`'s (images -> logits) tempered predictions."""
+    m, k = config.model, config.distill
+    head = build_projection_head(config) if m.ft_proj_selector > 0 else None
+    model = distillation.DistillationModel(
+        build_encoder(config),
+        num_classes,
+        projection_head=head,
+        head_layer=m.ft_proj_selector,
+        teacher=teacher,
+        temperature=k.distill_temperature,
+        label_weight=k.distill_label_weight,
     )
     _built(model, config)
     model.freeze_unused_head_layers()

@@ -79,11 +79,11 @@ def _knn(root, precision, init):
     """kNN accuracy of the encoder in checkpoint dir `init` (None: a seeded random init)."""
     import keras
 
-    from simclr_tf import checkpoints, evaluation, train
+    from simclr_tf import checkpoints, evaluation, run_setup, train
     from simclr_tf.models import builders
 
     config = cifar_config("pretrain", f"{root}/knn", precision)
-    _, source = train.setup(config)  # precision policy and seed, as a training job has
+    _, source = run_setup.setup(config)  # precision policy and seed, as a training job has
     bank, query = train.knn_datasets(config, source)
     encoder = builders.pretrain_model(config, num_classes=0).encoder
     if init:
