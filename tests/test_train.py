@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from simclr_tf import export, run_setup, train, training_loop
 from simclr_tf.config import AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig, RunConfig
+from simclr_tf.data import DataError, open_source
 
 from conftest import requires_bf16_kernels
 
@@ -86,7 +87,7 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     )
     ft = _replace(_replace(ft, "data", label_fraction=0.01), "model", ft_proj_selector=1)
     clf, results = train.run(ft)
-    _, labels = train.open_source("cifar10", cifar_data_dir).index("train[:2000]")
+    _, labels = open_source("cifar10", cifar_data_dir).index("train[:2000]")
     per_class = np.bincount(labels)
     assert results["train_examples"] == sum(max(1, round(0.01 * n)) for n in per_class)
     assert not np.array_equal(clf.encoder.trainable_variables[0].numpy(), pretrained_kernel)
@@ -235,6 +236,7 @@ def test_auto_precision_is_this_machines_choice_and_recorded(tmp_path, cifar_dat
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
 
 
+@pytest.mark.slow  # two 3-step runs, about 30 s
 @requires_bf16_kernels
 def test_bf16_and_float32_runs_agree_at_equal_steps(tmp_path, cifar_data_dir):
     """Same seed, same batches, same number of steps: bf16's rounding (8 significant
@@ -318,7 +320,7 @@ def test_a_missing_eval_split_stops_every_mode_before_training(tmp_path):
             train_split="train",
             eval_split="test",
         )
-        with pytest.raises(train.DataError, match="no eval split 'test'"):
+        with pytest.raises(DataError, match="no eval split 'test'"):
             train.run(config)
         assert not list((tmp_path / mode).glob("ckpt-*"))
     # --eval_split= (None) trains without evaluation.
@@ -346,7 +348,7 @@ def test_knn_bank_is_a_class_balanced_sample_not_the_first_examples(tmp_path):
         train_split="train",
         eval_split="train",
     )
-    source = train.open_source(config.data.dataset)
+    source = open_source(config.data.dataset)
     bank, _ = train.knn_datasets(config, source)
     seen = np.concatenate([_image_index(b["image"].numpy()) for b in bank()])
     classes = np.bincount(seen // 8, minlength=5)

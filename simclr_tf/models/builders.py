@@ -64,36 +64,42 @@ def pretrain_model(config: Config, num_classes):
     return _built(model, config)
 
 
-def classifier_model(config: Config, num_classes):
-    m, mode = config.model, config.run.mode
+def _classifier(cls, config: Config, num_classes, **kwargs):
+    """A built `cls` (a ClassifierModel) with the head layer the config selects."""
+    m = config.model
     head = build_projection_head(config) if m.ft_proj_selector > 0 else None
-    model = step_models.ClassifierModel(
+    model = cls(
         build_encoder(config),
         num_classes,
         projection_head=head,
         head_layer=m.ft_proj_selector,
-        freeze_encoder=mode == "linear_eval",
-        fine_tune_after_block=m.fine_tune_after_block if mode == "finetune" else -1,
+        **kwargs,
     )
     _built(model, config)
     model.freeze_unused_head_layers()
     return model
+
+
+def classifier_model(config: Config, num_classes):
+    mode = config.run.mode
+    return _classifier(
+        step_models.ClassifierModel,
+        config,
+        num_classes,
+        freeze_encoder=mode == "linear_eval",
+        fine_tune_after_block=config.model.fine_tune_after_block if mode == "finetune" else -1,
+    )
 
 
 def distillation_model(config: Config, num_classes, teacher):
     """The student of `--mode=distill`: `classifier_model`'s network trained on
     `teacher`'s (images -> logits) tempered predictions."""
-    m, k = config.model, config.distill
-    head = build_projection_head(config) if m.ft_proj_selector > 0 else None
-    model = distillation.DistillationModel(
-        build_encoder(config),
+    k = config.distill
+    return _classifier(
+        distillation.DistillationModel,
+        config,
         num_classes,
-        projection_head=head,
-        head_layer=m.ft_proj_selector,
         teacher=teacher,
         temperature=k.distill_temperature,
         label_weight=k.distill_label_weight,
     )
-    _built(model, config)
-    model.freeze_unused_head_layers()
-    return model
