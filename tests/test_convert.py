@@ -22,6 +22,14 @@ from conftest import REPO, SHARED_TFDS
 REFERENCE = pathlib.Path(SHARED_TFDS).parent / "reference_checkpoints"
 MANIFESTS = REFERENCE / "manifests"
 TOLERANCE = 1e-4  # relative to max(1, |reference|), as the issue asks
+R50_STAGES = (
+    "block_group1",
+    "block_group2",
+    "block_group3",
+    "block_group4",
+    "final_avg_pool",
+    "proj_head_output",
+)
 
 
 def _close(ours, ref, what):
@@ -31,6 +39,17 @@ def _close(ours, ref, what):
     print(f"{what}: max error {error:.2e}")
     assert error <= TOLERANCE, f"{what}: {error:.2e}"
     return error
+
+
+def _export_config(run, export_dir):
+    """The `--mode=export` config of a converted run directory."""
+    config = train.run_dirs.required_config(str(run))
+    return dataclasses.replace(
+        config,
+        run=dataclasses.replace(
+            config.run, mode="export", model_dir=str(run), export_dir=str(export_dir)
+        ),
+    )
 
 
 def manifest(name):
@@ -93,13 +112,7 @@ def test_r18_outputs_equal_the_reference_code(converted_r18):
 def test_r18_export_serves_the_reference_outputs(converted_r18, tmp_path):
     out, _ = converted_r18
     ref = np.load(REFERENCE / "tf1_r18_cifar" / "reference_outputs.npz")
-    config = train.run_dirs.required_config(str(out))
-    config = dataclasses.replace(
-        config,
-        run=dataclasses.replace(
-            config.run, mode="export", model_dir=str(out), export_dir=str(tmp_path / "export")
-        ),
-    )
+    config = _export_config(out, tmp_path / "export")
     from simclr_tf import export
 
     export.export_from_config(config)
@@ -232,14 +245,7 @@ def test_r50_sk_every_stage_equals_the_reference(converted_r50_sk):
     got = model(tf.constant(ref["inputs"]), training=False)
     stages = keras.Model(model.encoder.inputs, model.encoder.get_layer("initial_max_pool").output)
     _close(stages([ref["inputs"]]), ref["initial_max_pool"], "initial_max_pool")
-    for key in (
-        "block_group1",
-        "block_group2",
-        "block_group3",
-        "block_group4",
-        "final_avg_pool",
-        "proj_head_output",
-    ):
+    for key in R50_STAGES:
         _close(got[key], ref[key], key)
     _close(got["probe_logits"], ref["logits_sup"], "logits")
 
@@ -249,24 +255,11 @@ def test_r50_sk_export_serves_the_reference_outputs(converted_r50_sk, tmp_path):
     run, _, ref = converted_r50_sk
     from simclr_tf import export
 
-    config = train.run_dirs.required_config(str(run))
-    config = dataclasses.replace(
-        config,
-        run=dataclasses.replace(
-            config.run, mode="export", model_dir=str(run), export_dir=str(tmp_path / "export")
-        ),
-    )
+    config = _export_config(run, tmp_path / "export")
     assert export.export_from_config(config)["image_size"] == 64
     serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
     got = serve(images=tf.constant(ref["inputs"]))
-    for key in (
-        "block_group1",
-        "block_group2",
-        "block_group3",
-        "block_group4",
-        "final_avg_pool",
-        "proj_head_output",
-    ):
+    for key in R50_STAGES:
         _close(got[key], ref[key], f"served {key}")
     _close(got["logits"], ref["logits_sup"], "served logits")
 
