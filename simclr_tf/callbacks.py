@@ -72,7 +72,8 @@ class StopAtStep(keras.callbacks.Callback):
     """Stops at `total_steps` applied updates; counts batches that applied none.
 
     Under float16 loss scaling a batch with non-finite gradients is skipped and does
-    not advance `optimizer.iterations`.
+    not advance `optimizer.iterations`. Called once per compiled call (each runs
+    `steps_per_execution` batches), it reads the step once per call, not per batch.
     """
 
     def __init__(self, total_steps):
@@ -81,10 +82,15 @@ class StopAtStep(keras.callbacks.Callback):
         self.skipped = 0
         self._last = None
 
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        self._last = self._step()
+
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if step == self._last:
-            self.skipped += 1
+        step = self._step()
+        self.skipped += max(0, self.model.steps_per_execution - (step - self._last))
         self._last = step
         if step >= self.total_steps:
             self.model.stop_training = True
@@ -113,6 +119,7 @@ class KnnMonitor(keras.callbacks.Callback):
             self.num_classes,
             self.k,
             self.temperature,
+            strategy=self.model.distribute_strategy,  # replicated like training
         )
         logging.info("kNN accuracy %.4f (%.1fs)", self.last, time.time() - start)
         return self.last

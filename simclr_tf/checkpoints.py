@@ -42,12 +42,14 @@ class CheckpointManager:
     TF writes checkpoint data under temporary names and updates the `checkpoint`
     index file atomically after the data is complete, so a kill mid-save leaves the
     previous checkpoint as the latest one. In a multi-worker run every worker saves
-    (the save may need collectives) but only the chief keeps its files.
+    (the save may need collectives) but only the chief keeps its files, and every
+    worker resumes from the chief's.
     """
 
     def __init__(self, items, directory, max_to_keep=3, is_chief=True, worker_id=0):
         self.checkpoint = tf.train.Checkpoint(**items)
         self.is_chief = is_chief
+        self.run_directory = directory
         self.directory = (
             directory if is_chief else os.path.join(directory, f".worker_tmp_{worker_id}")
         )
@@ -57,11 +59,12 @@ class CheckpointManager:
 
     @property
     def latest(self):
-        return self.manager.latest_checkpoint
+        """The run's newest checkpoint (the chief's, on every worker)."""
+        return tf.train.latest_checkpoint(self.run_directory)
 
     def restore_latest(self):
         """Restores the newest checkpoint; returns its path or None."""
-        path = self.manager.latest_checkpoint
+        path = self.latest
         if path:
             self.checkpoint.restore(path).expect_partial()
             logging.info("Resumed from %s", path)

@@ -118,6 +118,7 @@ class RunConfig:
     tpu: str | None = None
     precision: str = "auto"  # hardware.py: bf16 only where it is native
     jit_compile: bool = False
+    steps_per_execution: int = 0  # 0: auto (training_loop.steps_per_execution_for)
     eval_steps: int = 0  # 0: the whole eval split.
     knn_every_epochs: float = 0.0
     knn_k: int = 200

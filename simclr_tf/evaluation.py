@@ -1,7 +1,9 @@
 """Evaluation on a finite labelled dataset: classifier accuracy and weighted kNN.
 
-Both run the model in inference mode batch by batch outside `fit`, so they behave the
-same under every strategy (Keras' `evaluate` fails under multi-worker in Keras 3.15).
+Both run the model in inference mode batch by batch outside `fit` (Keras' `evaluate`
+fails under multi-worker in Keras 3.15). Given the model's strategy, each global batch
+is split across its replicas (every worker's) and the outputs are gathered back, so
+every worker gets the same, complete result.
 
 kNN is the usual self-supervised monitor:
 Cosine similarity, the k nearest bank features vote for their class with weight
@@ -12,19 +14,43 @@ import numpy as np
 import tensorflow as tf
 
 
-def extract_features(encoder, dataset):
+def _batches(fn, dataset, strategy):
+    """`fn(batch)` (a dict of tensors, one row per example) for every batch of the
+    finite `dataset` as numpy; under `strategy`, computed on every replica and gathered
+    (the last, short global batch may leave some replicas empty)."""
+    if strategy is None:
+        step = tf.function(fn, reduce_retracing=True)
+        for batch in dataset:
+            yield {k: v.numpy() for k, v in step(batch).items()}
+        return
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        out = strategy.run(fn, args=(batch,))
+        return {k: strategy.gather(v, axis=0) for k, v in out.items()}
+
+    for batch in distributed:
+        yield {k: v.numpy() for k, v in step(batch).items()}
+
+
+def extract_features(encoder, dataset, strategy=None):
     """L2-normalised representations and labels of a finite dataset of {image, label}."""
 
-    @tf.function
-    def features(images):
-        h = encoder(images, training=False)["final_avg_pool"]
-        return tf.math.l2_normalize(tf.cast(h, tf.float32), axis=-1)
+    def features(batch):
+        h = encoder(batch["image"], training=False)["final_avg_pool"]
+        return {
+            "features": tf.math.l2_normalize(tf.cast(h, tf.float32), axis=-1),
+            "label": batch["label"],
+        }
 
-    feats, labels = [], []
-    for batch in dataset:
-        feats.append(features(batch["image"]).numpy())
-        labels.append(batch["label"].numpy())
-    return np.concatenate(feats), np.concatenate(labels)
+    outputs = list(_batches(features, dataset, strategy))
+    return (
+        np.concatenate([o["features"] for o in outputs]),
+        np.concatenate([o["label"] for o in outputs]),
+    )
 
 
 def knn_predict(bank, bank_labels, queries, num_classes, k=200, temperature=0.1, chunk=1024):
@@ -44,26 +70,28 @@ def knn_predict(bank, bank_labels, queries, num_classes, k=200, temperature=0.1,
     return np.concatenate(predictions)
 
 
-def knn_accuracy(encoder, bank_dataset, query_dataset, num_classes, k=200, temperature=0.1):
-    bank, bank_labels = extract_features(encoder, bank_dataset)
-    queries, labels = extract_features(encoder, query_dataset)
+def knn_accuracy(
+    encoder, bank_dataset, query_dataset, num_classes, k=200, temperature=0.1, strategy=None
+):
+    bank, bank_labels = extract_features(encoder, bank_dataset, strategy)
+    queries, labels = extract_features(encoder, query_dataset, strategy)
     predicted = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
     return float(np.mean(predicted == labels))
 
 
-def classification_metrics(model, dataset, logits_key="logits"):
+def classification_metrics(model, dataset, logits_key="logits", strategy=None):
     """Accuracy and mean cross-entropy of `model(images)[logits_key]` on labelled examples."""
 
-    @tf.function
-    def logits_of(images):
-        return tf.cast(model(images, training=False)[logits_key], tf.float32)
+    def logits_of(batch):
+        logits = model(batch["image"], training=False)[logits_key]
+        return {"logits": tf.cast(logits, tf.float32), "label": batch["label"]}
 
     correct = total = 0
     loss_sum = 0.0
-    for batch in dataset:
-        labels = batch["label"].numpy()
+    for out in _batches(logits_of, dataset, strategy):
+        labels = out["label"]
         keep = labels >= 0
-        logits = logits_of(batch["image"]).numpy()[keep]
+        logits = out["logits"][keep]
         labels = labels[keep]
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -72,7 +72,8 @@ def _with_saved_model(config):
 # --- The job ------------------------------------------------------------------------
 
 
-def _eval_results(model, config, source):
+def _eval_results(model, config, source, strategy=None):
+    """Accuracy on `eval_split`, computed across `strategy`'s replicas where given."""
     d = config.data
     if not source.labeled or d.eval_split is None:
         return {}
@@ -84,9 +85,9 @@ def _eval_results(model, config, source):
     if isinstance(model, step_models.PretrainModel):
         if model.probe is None:
             return {}
-        metrics = evaluation.classification_metrics(model, dataset, "probe_logits")
+        metrics = evaluation.classification_metrics(model, dataset, "probe_logits", strategy)
         return {"eval_probe_acc": metrics["accuracy"], "eval_probe_loss": metrics["loss"]}
-    metrics = evaluation.classification_metrics(model, dataset)
+    metrics = evaluation.classification_metrics(model, dataset, strategy=strategy)
     return {
         "eval_accuracy": metrics["accuracy"],
         "eval_loss": metrics["loss"],
@@ -121,7 +122,7 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
         model = builders.pretrain_model(config, num_classes)
         model = training_loop.compile_for_run(model, config, total, steps_per_epoch)
 
-    def dataset_fn(ctx):
+    def dataset_fn(ctx, skip_batches):
         return pipeline.pretrain_dataset(
             source,
             d.train_split,
@@ -129,6 +130,7 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
             config.augment,
             ctx.get_per_replica_batch_size(d.batch_size),
             ctx,
+            skip_batches,
         )
 
     extra, monitor = list(extra_callbacks), None
@@ -147,7 +149,7 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
     results = {"global_step": step, "train_examples": num_train}
     if monitor is not None:
         results["knn_acc"] = monitor.evaluate()
-        results.update(_eval_results(model, config, source))
+        results.update(_eval_results(model, config, source, strategy))
     return model, results
 
 
@@ -162,9 +164,15 @@ def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder
         model = _classifier_model(config, source.num_classes, fresh_encoder)
         model = training_loop.compile_for_run(model, config, total, num_train / d.batch_size)
 
-    def dataset_fn(ctx):
+    def dataset_fn(ctx, skip_batches):
         return pipeline.classifier_train_dataset(
-            source, d.train_split, d, ctx.get_per_replica_batch_size(d.batch_size), ctx, subset
+            source,
+            d.train_split,
+            d,
+            ctx.get_per_replica_batch_size(d.batch_size),
+            ctx,
+            subset,
+            skip_batches,
         )
 
     extra = list(extra_callbacks)
@@ -172,7 +180,7 @@ def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder
         extra.append(callbacks.SkippedImages(source.skipped))
     step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
     results = {"global_step": step, "train_examples": num_train}
-    results.update(_eval_results(model, config, source))
+    results.update(_eval_results(model, config, source, strategy))
     return model, results
 
 
@@ -205,7 +213,7 @@ def distill(config: Config, strategy, source, extra_callbacks=()):
         model = _classifier_model(config, classes, not config.run.init_checkpoint, build)
         model = training_loop.compile_for_run(model, config, total, num_train / d.batch_size)
 
-    def dataset_fn(ctx):
+    def dataset_fn(ctx, skip_batches):
         return pipeline.distill_dataset(
             source,
             d.train_split,
@@ -214,6 +222,7 @@ def distill(config: Config, strategy, source, extra_callbacks=()):
             ctx,
             labelled,
             read_labels,
+            skip_batches,
         )
 
     extra = list(extra_callbacks)
@@ -228,7 +237,7 @@ def distill(config: Config, strategy, source, extra_callbacks=()):
             0 if not read_labels else num_train if labelled is None else len(labelled)
         ),
     }
-    results.update(_eval_results(model, config, source))
+    results.update(_eval_results(model, config, source, strategy))
     if "eval_accuracy" in results:  # the teacher on the same examples, for comparison
         results["teacher_eval_accuracy"] = _eval_results(
             _LogitsModel(teacher_logits), config, source
@@ -251,7 +260,7 @@ def evaluate(config: Config, strategy, source):
     with strategy.scope():
         model = _classifier_model(config, source.num_classes, fresh_encoder=True)
     path = checkpoints.restore_model(model, config.run.model_dir)
-    return model, {"checkpoint": path, **_eval_results(model, config, source)}
+    return model, {"checkpoint": path, **_eval_results(model, config, source, strategy)}
 
 
 def run(config: Config, extra_callbacks=()):

@@ -9,9 +9,10 @@ that float16 loss scaling skipped are made up for.
 import math
 import os
 
+import tensorflow as tf
 from absl import logging
 
-from simclr_tf import callbacks, checkpoints, distributed, keras_compat
+from simclr_tf import callbacks, checkpoints, distributed, keras_compat, preemption
 from simclr_tf.config import Config
 from simclr_tf.optim import optimizers, schedules
 
@@ -48,7 +49,31 @@ def steps_for(config: Config, num_examples):
     return max(1, math.ceil(config.run.train_epochs * num_examples / config.data.batch_size))
 
 
+def steps_per_execution_for(requested, strategy, start_step, total_steps, loop):
+    """Steps per compiled call: `requested` (0: 32 on TPU, where each host round trip
+    costs a step's worth of time, else 1; on a CPU the host keeps up), lowered to the
+    largest count that divides the checkpoint loop, the run's length and the step it
+    resumes from, so every save and the stop fall on a call's end."""
+    if requested == 0:
+        requested = 32 if isinstance(strategy, tf.distribute.TPUStrategy) else 1
+    aligned = math.gcd(loop, total_steps, start_step) if start_step else math.gcd(loop, total_steps)
+    return max(d for d in range(1, requested + 1) if aligned % d == 0)
+
+
+def _replayed_dataset(strategy, dataset_fn, step):
+    """The distributed training data from `step` on: a pipeline feeding several
+    replicas has given each step one batch per replica."""
+
+    def from_step(ctx):
+        per_step = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        return dataset_fn(ctx, step * per_step)
+
+    return strategy.distribute_datasets_from_function(from_step)
+
+
 def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callbacks):
+    """Trains until `total_steps` applied updates, resuming from `model_dir`'s latest
+    checkpoint; `dataset_fn(input_context, skip_batches)` builds each input pipeline."""
     r = config.run
     chief = distributed.is_chief(strategy)
     worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
@@ -58,11 +83,29 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
     manager.restore_latest()
     step = int(model.optimizer.iterations.numpy())
     loop = min(r.checkpoint_steps, total_steps)
-    epochs = math.ceil(total_steps / loop)
     if step >= total_steps:
         logging.info("Already at step %d of %d; nothing to train", step, total_steps)
         return step
-    logging.info("Training steps %d..%d in %d-step loops", step, total_steps, loop)
+    model.steps_per_execution = steps_per_execution_for(
+        r.steps_per_execution, strategy, step, total_steps, loop
+    )
+    if r.steps_per_execution > 1 and model.steps_per_execution != r.steps_per_execution:
+        logging.warning(
+            "steps_per_execution %d lowered to %d to divide the checkpoint loop (%d), "
+            "the run (%d) and the step it resumes from (%d)",
+            r.steps_per_execution,
+            model.steps_per_execution,
+            loop,
+            total_steps,
+            step,
+        )
+    logging.info(
+        "Training steps %d..%d in %d-step loops, %d step(s) per execution",
+        step,
+        total_steps,
+        loop,
+        model.steps_per_execution,
+    )
     stopper = callbacks.StopAtStep(total_steps)
     diverged = callbacks.NonFiniteLoss()
     cbs = list(extra_callbacks) + [
@@ -76,10 +119,19 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
                 os.path.join(r.model_dir, SUMMARY_DIR), update_freq=r.summary_steps
             )
         )
-    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    with preemption.saving_on_preemption(strategy, manager, model, r.model_dir) as saving:
+        return _fit_loop(model, strategy, dataset_fn, step, total_steps, loop, cbs + saving)
+
+
+def _fit_loop(model, strategy, dataset_fn, step, total_steps, loop, cbs):
+    chief = distributed.is_chief(strategy)
+    diverged = next(c for c in cbs if isinstance(c, callbacks.NonFiniteLoss))
+    stopper = next(c for c in cbs if isinstance(c, callbacks.StopAtStep))
+    saver = next(c for c in cbs if isinstance(c, callbacks.SaveCheckpoint))
+    epochs = math.ceil(total_steps / loop)
     while True:
         model.fit(
-            dataset,
+            _replayed_dataset(strategy, dataset_fn, step),
             epochs=epochs,
             steps_per_epoch=loop,
             initial_epoch=step // loop,
@@ -88,7 +140,7 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
             shuffle=False,
         )
         step = int(model.optimizer.iterations.numpy())
-        last_good = manager.latest or "none (no checkpoint was saved)"
+        last_good = saver.manager.latest or "none (no checkpoint was saved)"
         if diverged.step is not None:
             raise TrainingError(
                 f"the loss or the weights became NaN or infinite at step "

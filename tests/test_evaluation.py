@@ -1,8 +1,11 @@
 """Evaluation: weighted kNN and classifier metrics against direct numpy implementations."""
 
 import numpy as np
+import pytest
 
 from simclr_tf import evaluation
+
+from conftest import cpu_devices
 
 
 def _normalize(x):
@@ -58,3 +61,34 @@ def test_classification_metrics_match_numpy():
     assert metrics["examples"] == 9
     assert metrics["accuracy"] == np.mean(logits[valid].argmax(1) == labels[valid])
     assert np.isclose(metrics["loss"], -np.mean(log_p[valid, labels[valid]]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_replicated_evaluation_sees_every_example_once(replicas):
+    """Split across replicas (10 examples in batches of 4: the last global batch of 2
+    leaves a third replica empty), the metrics and features are the single-device ones."""
+    import tensorflow as tf
+
+    from simclr_tf import keras_compat
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(4, 3)).astype(np.float32)
+    images = rng.normal(size=(10, 4)).astype(np.float32)
+    labels = np.array([0, 1, 2, -1, 1, 0, 2, 2, 1, 0])
+    dataset = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).batch(4)
+
+    def model(x, training=False):
+        return {"logits": tf.matmul(x, kernel), "final_avg_pool": tf.matmul(x, kernel)}
+
+    strategy = keras_compat.mirrored_strategy(cpu_devices(replicas))
+    plain = evaluation.classification_metrics(model, dataset)
+    spread = evaluation.classification_metrics(model, dataset, strategy=strategy)
+    assert spread["examples"] == plain["examples"] == 9
+    assert spread["accuracy"] == plain["accuracy"]
+    assert np.isclose(spread["loss"], plain["loss"], rtol=1e-6)
+    features, feature_labels = evaluation.extract_features(model, dataset, strategy)
+    expected = images @ kernel
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    order = np.lexsort(features.T)  # the same rows, whatever order replicas return them in
+    np.testing.assert_allclose(features[order], expected[np.lexsort(expected.T)], rtol=1e-5)
+    assert sorted(feature_labels.tolist()) == sorted(labels.tolist())

@@ -65,12 +65,14 @@ ALLOWED = {
     "callbacks": {"evaluation"},
     "export": {"augment.image_ops", "checkpoints", "models.builders", "run_dirs"},
     "run_setup": {"config", "data", "distributed", "hardware"},
+    "preemption": set(),
     "training_loop": {
         "callbacks",
         "checkpoints",
         "config",
         "distributed",
         "keras_compat",
+        "preemption",
         "optim.optimizers",
         "optim.schedules",
     },
@@ -99,7 +101,8 @@ ALLOWED = {
         "run_dirs",
     },
     # The command line: the only reader of absl flags.
-    "main": {"config", "data", "export", "train"},
+    "flag_help": set(),
+    "main": {"config", "data", "export", "flag_help", "train"},
 }
 
 

@@ -4,8 +4,10 @@ Each training pipeline is built per input pipeline from a `tf.distribute.InputCo
 (per-worker shard, per-replica batch) and is fed through
 `strategy.distribute_datasets_from_function`. Augmentation seeds are
 `[seed, pipeline id, element (or batch) index]`-derived, so a run is replayable when
-`deterministic` is set. Pretraining views are made per batch where the images have one
-size (`batch_ops.py`), else cropped image by image and coloured per batch.
+`deterministic` is set; then `skip_batches` resumes the very stream an uninterrupted
+run would read (the skipped examples are read and shuffled, not augmented).
+Pretraining views are made per batch where the images have one size (`batch_ops.py`),
+else cropped image by image and coloured per batch.
 """
 
 import dataclasses
@@ -58,7 +60,9 @@ def _finish(ds, batch_size, data, drop_remainder=True):
     return ds.with_options(_options(data.deterministic))
 
 
-def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_size, ctx=None):
+def pretrain_dataset(
+    source, split, data: DataConfig, aug: AugmentConfig, batch_size, ctx=None, skip_batches=0
+):
     """Endless batches of view pairs for contrastive pretraining.
 
     Args:
@@ -68,6 +72,8 @@ def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_
       aug: `AugmentConfig` of the views.
       batch_size: images per batch (per replica under a strategy).
       ctx: the `tf.distribute.InputContext`, or None outside a strategy.
+      skip_batches: batches an earlier part of the run already trained on (a resumed
+        run); skipped only when `data.deterministic`, where the stream replays.
 
     Returns:
       A `tf.data.Dataset` of {"view1", "view2": float32 [B, S, S, 3] in [0, 1],
@@ -84,10 +90,11 @@ def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_
             return {"view1": v1, "view2": v2, "label": ex["label"]}
 
         ds = _seeded(examples.batch(batch_size, drop_remainder=True), data, ctx)
+        ds = ds.skip(_replayed(data, skip_batches))
         ds = ds.map(views, num_parallel_calls=AUTOTUNE)
         return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
 
-    ds = _seeded(examples, data, ctx)
+    ds = _seeded(examples, data, ctx).skip(_replayed(data, skip_batches) * batch_size)
     per_image = (
         dataclasses.replace(aug, color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
         if batched
@@ -114,16 +121,23 @@ def pretrain_dataset(source, split, data: DataConfig, aug: AugmentConfig, batch_
     return ds.prefetch(AUTOTUNE).with_options(_options(data.deterministic))
 
 
+def _replayed(data: DataConfig, skip_batches):
+    """Batches to skip: a non-deterministic stream never replays, so none there."""
+    return skip_batches if data.deterministic else 0
+
+
 def _batch_seed(element_seeds):
     """One seed per batch, from its first element's; each image still draws its own."""
     return tf.random.experimental.stateless_fold_in(element_seeds[0], COLOUR_TAG)
 
 
-def classifier_train_dataset(source, split, data: DataConfig, batch_size, ctx=None, subset=None):
+def classifier_train_dataset(
+    source, split, data: DataConfig, batch_size, ctx=None, subset=None, skip_batches=0
+):
     """Endless crop-and-flip batches for linear eval, fine-tuning or supervised training.
 
     Args:
-      source, split, data, batch_size, ctx: as in `pretrain_dataset`.
+      source, split, data, batch_size, ctx, skip_batches: as in `pretrain_dataset`.
       subset: ids of the labelled examples to train on (None: all of them).
 
     Returns:
@@ -135,6 +149,7 @@ def classifier_train_dataset(source, split, data: DataConfig, batch_size, ctx=No
         return {"image": image_ops.train_view(ex["image"], seed, size, size), "label": ex["label"]}
 
     ds = _seeded(_examples(source, split, data, ctx, subset), data, ctx)
+    ds = ds.skip(_replayed(data, skip_batches) * batch_size)
     return _finish(ds.map(view, num_parallel_calls=AUTOTUNE), batch_size, data)
 
 
@@ -159,13 +174,20 @@ def eval_dataset(source, split, data: DataConfig, batch_size, subset=None):
 
 
 def distill_dataset(
-    source, split, data: DataConfig, batch_size, ctx=None, labelled=None, read_labels=False
+    source,
+    split,
+    data: DataConfig,
+    batch_size,
+    ctx=None,
+    labelled=None,
+    read_labels=False,
+    skip_batches=0,
 ):
     """Endless crop-and-flip batches of every example of `split`, for distillation (the
     paper augments with random crop and flip only).
 
     Args:
-      source, split, data, batch_size, ctx: as in `pretrain_dataset`.
+      source, split, data, batch_size, ctx, skip_batches: as in `pretrain_dataset`.
       labelled: ids whose labels the student may read (None: all of them).
       read_labels: False: every label is -1 and none is read (the labelled loss is off).
 
@@ -186,4 +208,5 @@ def distill_dataset(
         return {"image": image_ops.train_view(ex["image"], seed, size, size), "label": label}
 
     ds = _seeded(_examples(source, split, data, ctx), data, ctx)
+    ds = ds.skip(_replayed(data, skip_batches) * batch_size)
     return _finish(ds.map(view, num_parallel_calls=AUTOTUNE), batch_size, data)
