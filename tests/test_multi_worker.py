@@ -1,64 +1,188 @@
-"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 pretrain together."""
+"""MultiWorkerMirroredStrategy on 127.0.0.1: worker processes pretrain together, stop
+together when one is preempted, resume to the uninterrupted run's weights, and give
+the single-process results on the same global batch.
+
+Tolerances, from float32 arithmetic. A preempted-and-resumed run repeats the
+uninterrupted run's operations in the same order on the same batches, so they agree
+to rounding: 1e-6 of each variable's norm. Other topologies sum the same products in
+another order (gradients all-reduced, global BN statistics from partial sums): a sum of
+K products then differs by at most about K*u (u = 2^-24) relatively, K <= 576 (a 3x3
+conv over 64 channels), over some 40 layers forward and back and three steps:
+3 * 40 * 576 * u = 4e-3 of the update, and 2e-3 of the loss (one step's reordering).
+The bound is relative to the magnitudes summed, not to a result they cancel down to
+(a late BN offset whose gradient nearly cancels moves 1e-3 and differs by 5e-6), so
+the updates are compared as one vector of every variable.
+"""
 
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
+import time
 
-from conftest import REPO
+import global_batch_training
+import numpy as np
+import tensorflow as tf
+
+from simclr_tf import keras_compat
+from tools.launch_workers import start_workers, wait_all
+
+from conftest import REPO, cpu_devices
+
+RUN_FLAGS = [
+    "--flagfile=flags/cifar10_common.cfg",
+    "--mode=pretrain",
+    "--strategy=multi_worker",
+    "--depth=18",
+    "--width_multiplier=0.125",
+    "--num_proj_layers=2",
+    "--batch_size=16",
+    "--eval_steps=1",
+    "--knn_bank_size=64",
+    "--shuffle_buffer=64",
+    "--train_split=train[:2000]",
+    "--eval_split=test[:500]",
+    "--precision=float32",
+]
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_workers_pretrain_and_only_the_chief_writes(tmp_path, cifar_data_dir):
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    model_dir = tmp_path / "run"
+def _job(tmp_path, model_dir, data_dir, *flags, name="job"):
+    """Starts two workers of `simclr_tf.main`; returns their Popens and log files."""
+    logs = tmp_path / f"{name}_logs"
+    logs.mkdir(exist_ok=True)
+    chief_log = open(logs / "worker_0.log", "w")  # noqa: SIM115
     command = [
         sys.executable,
         "-m",
         "simclr_tf.main",
-        "--flagfile=flags/cifar10_common.cfg",
-        "--mode=pretrain",
-        f"--data_dir={cifar_data_dir}",
+        *RUN_FLAGS,
+        f"--data_dir={data_dir}",
         f"--model_dir={model_dir}",
-        "--strategy=multi_worker",
-        "--depth=18",
-        "--width_multiplier=0.125",
-        "--batch_size=16",
-        "--train_steps=4",
-        "--checkpoint_steps=2",
-        "--eval_steps=1",
-        "--knn_bank_size=64",
-        "--shuffle_buffer=64",
+        *flags,
     ]
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        procs.append(
-            subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[:6000]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = start_workers(2, command, str(logs), env=env, chief_output=chief_log)
+    return procs, [logs / f"worker_{i}.log" for i in range(2)]
+
+
+def _finish(procs, logs, timeout=600):
+    deadline = time.time() + timeout
+    for p in procs:
+        p.wait(timeout=max(1, deadline - time.time()))
+    return [p.returncode for p in procs], [log.read_text() for log in logs]
+
+
+def test_two_workers_launched_together_pretrain_and_only_the_chief_writes(tmp_path, cifar_data_dir):
+    model_dir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "tools/launch_workers.py",
+            "--num_workers=2",
+            f"--log_dir={tmp_path / 'logs'}",
+            "--",
+            *RUN_FLAGS,
+            f"--data_dir={cifar_data_dir}",
+            f"--model_dir={model_dir}",
+            "--train_steps=4",
+            "--checkpoint_steps=2",
+        ],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    worker_log = (tmp_path / "logs" / "worker_1.log").read_text()
+    assert result.returncode == 0, result.stderr[-6000:] + worker_log[-3000:]
     results = json.loads((model_dir / "results.json").read_text())
     assert results["global_step"] == 4
-    assert "2 replica(s)" in outputs[0]
+    assert 0 <= results["knn_acc"] <= 1  # kNN replicated across both workers
+    assert "2 replica(s)" in result.stderr
     assert (model_dir / "ckpt-4.index").exists()
-    assert not list(model_dir.glob(".worker_tmp_*"))
+    assert not list(model_dir.glob(".worker_tmp_*")) and not (model_dir / ".preemption").exists()
+
+
+def _variables(checkpoint):
+    reader = tf.train.load_checkpoint(str(checkpoint))
+    return {
+        name: reader.get_tensor(name)
+        for name, dtype in reader.get_variable_to_dtype_map().items()
+        if dtype.is_floating and "/.ATTRIBUTES/" in name and "save_counter" not in name
+    }
+
+
+def test_a_preempted_worker_stops_the_job_and_the_restart_ends_at_the_same_weights(
+    tmp_path, cifar_data_dir
+):
+    steps = 120
+    flags = [
+        f"--train_steps={steps}",
+        "--checkpoint_steps=10",
+        "--deterministic",
+        "--eval_split=",
+        "--summary_steps=1000",
+    ]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    uninterrupted = _job(tmp_path, reference, cifar_data_dir, *flags, name="reference")
+    codes, outputs = _finish(*uninterrupted)
+    assert codes == [0, 0], outputs[0][-6000:]
+
+    procs, logs = _job(tmp_path, run, cifar_data_dir, *flags, name="preempted")
+    deadline = time.time() + 300
+    while not (run / "ckpt-10.index").exists():
+        assert time.time() < deadline and procs[0].poll() is None, logs[0].read_text()[-6000:]
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # the non-chief: it must stop the chief too
+    codes, outputs = _finish(procs, logs)
+    assert codes == [143, 143], outputs[0][-6000:] + outputs[1][-6000:]
+    saved = int(tf.train.latest_checkpoint(str(run)).rsplit("-", 1)[1])
+    assert 10 <= saved < steps
+    assert "Preempted: saved step" in outputs[0] and not (run / "results.json").exists()
+
+    restarted = _job(tmp_path, run, cifar_data_dir, *flags, name="restarted")
+    codes, outputs = _finish(*restarted)
+    assert codes == [0, 0], outputs[0][-6000:]
+    assert f"Resumed from {run}/ckpt-{saved}" in outputs[1]  # the non-chief too
+    assert json.loads((run / "results.json").read_text())["global_step"] == steps
+    want, got = _variables(reference / f"ckpt-{steps}"), _variables(run / f"ckpt-{steps}")
+    assert want.keys() == got.keys() and len(want) > 50
+    for name, value in want.items():
+        assert np.linalg.norm(got[name] - value) <= 1e-6 * np.linalg.norm(value), name
+
+
+def test_topologies_agree_on_one_global_batch(tmp_path, cifar_data_dir):
+    """1 x 1, 1 worker x 2 devices and 2 workers x 1 device: the same losses and
+    weights, since every replica's loss sees the negatives of the whole global batch."""
+    batch = global_batch_training.global_batch(cifar_data_dir)
+    np.savez(tmp_path / "batch.npz", **batch)
+    one_losses, initial, one = global_batch_training.train(
+        tf.distribute.OneDeviceStrategy("/cpu:0"), batch
+    )
+    two_losses, initial_two, two_devices = global_batch_training.train(
+        keras_compat.mirrored_strategy(cpu_devices(2)), batch
+    )
+    command = [
+        sys.executable,
+        str(REPO / "tests" / "global_batch_training.py"),
+        str(tmp_path / "batch.npz"),
+        str(tmp_path / "workers.npz"),
+    ]
+    procs = start_workers(2, command, str(tmp_path), chief_output=open(tmp_path / "w0.log", "w"))
+    assert wait_all(procs) == 0, (tmp_path / "w0.log").read_text()[-6000:]
+    with np.load(tmp_path / "workers.npz") as f:
+        worker_losses = f["losses"]
+        two_workers = [f[f"arr_{i}"] for i in range(len(one))]
+    assert all(np.array_equal(a, b) for a, b in zip(initial, initial_two))  # seeded alike
+    for losses in (two_losses, worker_losses):
+        np.testing.assert_allclose(losses[0], one_losses[0], rtol=2e-3)
+        np.testing.assert_allclose(losses, one_losses, rtol=4e-3)
+    update = _flat(one) - _flat(initial)
+    assert np.count_nonzero(update) > update.size // 2
+    for weights in (two_devices, two_workers):
+        assert np.linalg.norm(_flat(weights) - _flat(one)) <= 4e-3 * np.linalg.norm(update)
+
+
+def _flat(weights):
+    return np.concatenate([w.ravel() for w in weights])

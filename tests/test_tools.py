@@ -28,3 +28,35 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
 def test_benchmark_modes_are_one_module_each():
     modes = {p.stem for p in pathlib.Path(REPO / "tools" / "benchmark").glob("*.py")}
     assert {"step", "input_pipeline", "fit", "budget", "memory", "kernel_grads"} <= modes
+
+
+def test_launch_workers_without_flags_prints_its_usage_and_exits_2():
+    result = subprocess.run(
+        [sys.executable, "tools/launch_workers.py", "--num_workers=2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "launch_workers.py --num_workers=2" in result.stderr
+
+
+def test_scaling_model_counts_resnet50_and_scales_with_replicas():
+    from tools import scaling_model
+
+    params, flops = scaling_model.model_counts(50, 1.0, 224)
+    # ResNet-50 at 224 px: 4.1 G multiply-adds forward (He et al., 2016), i.e. 8.2 GFLOP.
+    assert 8.0e9 < flops < 8.4e9
+    # torchvision's ResNet-50 without its classifier: 23,508,032 parameters; the head
+    # adds 2048x2048 + 2048x2048 + 2048x128 weights, BN scales and offsets on the hidden
+    # layers, and on the output a BN scale only (the reference head: no offset there).
+    head = 2 * 2048 * 2048 + 2048 * 128 + 2 * (2048 + 2048) + 128
+    assert params == 23_508_032 + head
+    table = scaling_model.rows(params, flops, 4096, [8, 32, 128], 128, [23.0], 125.0)
+    assert [r["per_replica_batch"] for r in table] == [512, 128, 32]
+    # Each replica holds its 2n rows of the 2N = 8192 columns (float32): 1024 x 8192 x 4
+    # bytes = 32 MiB at 8 replicas, a quarter of that at 32.
+    assert [r["logits_whole_mib"] for r in table] == [32.0, 8.0, 2.0]
+    assert all(r["global_matrix_mib"] == 256.0 for r in table)
+    shares = [r["comm_share@23GB/s"] for r in table]
+    assert shares == sorted(shares) and 0 < shares[0] < shares[-1] < 1
