@@ -2,16 +2,15 @@
 together when one is preempted, resume to the uninterrupted run's weights, and give
 the single-process results on the same global batch.
 
-Tolerances, from float32 arithmetic. A preempted-and-resumed run repeats the
-uninterrupted run's operations in the same order on the same batches, so they agree
-to rounding: 1e-6 of each variable's norm. Other topologies sum the same products in
-another order (gradients all-reduced, global BN statistics from partial sums): a sum of
-K products then differs by at most about K*u (u = 2^-24) relatively, K <= 576 (a 3x3
-conv over 64 channels), over some 40 layers forward and back and three steps:
-3 * 40 * 576 * u = 4e-3 of the update, and 2e-3 of the loss (one step's reordering).
-The bound is relative to the magnitudes summed, not to a result they cancel down to
-(a late BN offset whose gradient nearly cancels moves 1e-3 and differs by 5e-6), so
-the updates are compared as one vector of every variable.
+Tolerances. A preempted-and-resumed run repeats the uninterrupted run's operations in
+the same order on the same batches, so they agree to rounding: 1e-6 of each variable's
+norm. Other topologies sum the same products in another order (gradients all-reduced,
+global BN statistics from partial sums), which moves an update by rounding only, by an
+amount that depends on the batch (batch norm over few images nearly cancels in late
+layers). The yardstick is measured on the same global batch: one device trained on its
+examples in another order, which reorders every sum over the batch. The topologies must
+stay within 10 times that; the loss (a forward pass, nothing cancels) within 2e-3
+relatively, the bound 20 layers * 576 products * 2^-24 = 7e-4 with room.
 """
 
 import json
@@ -160,6 +159,10 @@ def test_topologies_agree_on_one_global_batch(tmp_path, cifar_data_dir):
     one_losses, initial, one = global_batch_training.train(
         tf.distribute.OneDeviceStrategy("/cpu:0"), batch
     )
+    order = np.random.default_rng(0).permutation(len(batch["label"]))
+    _, _, reordered = global_batch_training.train(
+        tf.distribute.OneDeviceStrategy("/cpu:0"), {k: v[order] for k, v in batch.items()}
+    )
     two_losses, initial_two, two_devices = global_batch_training.train(
         keras_compat.mirrored_strategy(cpu_devices(2)), batch
     )
@@ -176,12 +179,13 @@ def test_topologies_agree_on_one_global_batch(tmp_path, cifar_data_dir):
         two_workers = [f[f"arr_{i}"] for i in range(len(one))]
     assert all(np.array_equal(a, b) for a, b in zip(initial, initial_two))  # seeded alike
     for losses in (two_losses, worker_losses):
-        np.testing.assert_allclose(losses[0], one_losses[0], rtol=2e-3)
-        np.testing.assert_allclose(losses, one_losses, rtol=4e-3)
+        np.testing.assert_allclose(losses, one_losses, rtol=2e-3)
     update = _flat(one) - _flat(initial)
     assert np.count_nonzero(update) > update.size // 2
+    rounding = np.linalg.norm(_flat(reordered) - _flat(one))
+    assert 0 < rounding < 1e-2 * np.linalg.norm(update)
     for weights in (two_devices, two_workers):
-        assert np.linalg.norm(_flat(weights) - _flat(one)) <= 4e-3 * np.linalg.norm(update)
+        assert np.linalg.norm(_flat(weights) - _flat(one)) <= 10 * rounding
 
 
 def _flat(weights):

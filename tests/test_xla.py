@@ -1,14 +1,17 @@
 """The full train steps compile with XLA (`--jit_compile`, what a TPU runs) and match
 the uncompiled steps.
 
-Tolerance, from float32 arithmetic: XLA fuses and reorders sums, so each result
-differs by rounding only. A sum of K products carries a relative error of at most
-about K*u (u = 2^-24, float32's unit roundoff); the largest K here is a 3x3 conv over
-64 channels (576), and a gradient passes some 40 such layers forward and back, so
-40 * 576 * u = 1.4e-3 bounds the relative error of any gradient, hence of each
-update. The tests allow 2e-3 on the update (one vector of every variable: the bound
-is relative to the magnitudes summed, which a nearly cancelling gradient's result
-is not) and on the loss.
+XLA fuses and reorders the step's sums, so its update differs from the uncompiled one
+by rounding, and by how much depends on the batch: with batch norm over 8 images a
+late layer's statistics nearly cancel, and on some batches float32 rounding moves a
+step's update by 1e-5 of its norm, on others by 5e-3. So the yardstick is measured on
+the same batch, not assumed: the uncompiled step on the batch's examples in two other
+orders computes the same update (every reduction over the batch reordered) and differs
+by rounding alone. The compiled step must stay within 10 times the larger of those
+differences (it reorders every reduction, not only the batch's). The loss is a
+forward pass, where no gradient cancels: a sum of K products is off by at most K*u
+relatively (u = 2^-24), K <= 576 (a 3x3 conv over 64 channels), over some 20 layers:
+20 * 576 * u = 7e-4; the tests allow 2e-3.
 """
 
 import functools
@@ -23,44 +26,52 @@ from simclr_tf.config import Config, DataConfig, ModelConfig, OptimConfig, RunCo
 from simclr_tf.data import open_source, pipeline
 from simclr_tf.models import builders
 
-TOLERANCE = 2e-3
+LOSS_TOLERANCE = 2e-3
 BATCH = 8
 
 
 def _config(jit_compile, mode="pretrain", **model):
     return Config(
         run=RunConfig(mode=mode, jit_compile=jit_compile, precision="float32"),
-        data=DataConfig(batch_size=BATCH, shuffle_buffer=64, seed=1),
+        data=DataConfig(batch_size=BATCH, shuffle_buffer=64, seed=1, deterministic=True),
         model=ModelConfig(depth=18, width_multiplier=0.125, **model),
         optim=OptimConfig(learning_rate=1.0, warmup_epochs=0.0, weight_decay=1e-4),
     )
 
 
-def _updates_and_losses(build, batch, steps=2):
-    """Per-variable updates after `steps` steps on `batch`, compiled without and with
-    XLA from the same initial weights, and the loss each reported."""
-    out = {}
-    for jit in (False, True):
-        keras.utils.set_random_seed(3)
-        model = build(jit)
-        before = [v.numpy() for v in model.trainable_variables]
-        history = model.fit(
-            tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps, verbose=0
+ORDERS = ([3, 0, 7, 1, 5, 2, 6, 4], [7, 6, 5, 4, 3, 2, 1, 0])
+
+
+def _update(build, jit, batch):
+    """Every variable's update after one step from the seeded initial weights, as one
+    vector, and the step's loss."""
+    keras.utils.set_random_seed(3)
+    model = build(jit)
+    assert model.jit_compile is jit
+    before = [v.numpy() for v in model.trainable_variables]
+    history = model.fit(
+        tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=1, verbose=0, shuffle=False
+    )
+    update = np.concatenate(
+        [(v.numpy() - b).ravel() for v, b in zip(model.trainable_variables, before)]
+    )
+    return update, history.history["loss"][-1]
+
+
+def _assert_compiled_step_matches(build, batch):
+    plain, plain_loss = _update(build, False, batch)
+    compiled, compiled_loss = _update(build, True, batch)
+    rounding = max(
+        np.linalg.norm(
+            _update(build, False, {k: tf.gather(v, order) for k, v in batch.items()})[0] - plain
         )
-        after = [v.numpy() for v in model.trainable_variables]
-        out[jit] = ([a - b for a, b in zip(after, before)], history.history["loss"][-1])
-        assert model.jit_compile is jit
-    return out[False], out[True]
-
-
-def _assert_close(plain, compiled):
-    (plain_updates, plain_loss), (xla_updates, xla_loss) = plain, compiled
-    assert abs(xla_loss - plain_loss) <= TOLERANCE * abs(plain_loss), (xla_loss, plain_loss)
-    plain_flat = np.concatenate([u.ravel() for u in plain_updates])
-    xla_flat = np.concatenate([u.ravel() for u in xla_updates])
-    assert np.count_nonzero(plain_flat) > plain_flat.size // 2  # real updates compared
-    error = np.linalg.norm(xla_flat - plain_flat) / np.linalg.norm(plain_flat)
-    assert error <= TOLERANCE, f"updates differ by {error:.2e} of their norm"
+        for order in ORDERS
+    )
+    assert np.count_nonzero(plain) > plain.size // 2  # real updates compared
+    assert 0 < rounding < 1e-2 * np.linalg.norm(plain)
+    error = np.linalg.norm(compiled - plain)
+    assert error <= 10 * rounding, f"XLA moved the update by {error:.2e}, rounding {rounding:.2e}"
+    assert abs(compiled_loss - plain_loss) <= LOSS_TOLERANCE * abs(plain_loss)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +95,7 @@ def test_pretraining_step_compiles_with_xla_and_matches(cifar):
         model.contrastive_loss = functools.partial(losses.nt_xent, temperature=0.2, block_rows=5)
         return training_loop.compile_for_run(model, c, total_steps=10, steps_per_epoch=10)
 
-    _assert_close(*_updates_and_losses(build, batch))
+    _assert_compiled_step_matches(build, batch)
 
 
 def test_fine_tuning_step_compiles_with_xla_and_matches(cifar):
@@ -96,4 +107,4 @@ def test_fine_tuning_step_compiles_with_xla_and_matches(cifar):
         model = builders.classifier_model(c, num_classes=10)
         return training_loop.compile_for_run(model, c, total_steps=10, steps_per_epoch=10)
 
-    _assert_close(*_updates_and_losses(build, batch))
+    _assert_compiled_step_matches(build, batch)
