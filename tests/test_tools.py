@@ -22,7 +22,10 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
         [sys.executable, "-m", "tools.benchmark"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert "usage: python -m tools.benchmark step|input|fit|budget|memory|conv" in result.stderr
+    assert (
+        "usage: python -m tools.benchmark step|input|fit|budget|memory|conv|execution"
+        in result.stderr
+    )
 
 
 def test_benchmark_modes_are_one_module_each():
@@ -48,9 +51,10 @@ def test_scaling_model_counts_resnet50_and_scales_with_replicas():
     # ResNet-50 at 224 px: 4.1 G multiply-adds forward (He et al., 2016), i.e. 8.2 GFLOP.
     assert 8.0e9 < flops < 8.4e9
     # torchvision's ResNet-50 without its classifier: 23,508,032 parameters; the head
-    # adds 2048x2048 + 2048x2048 + 2048x128 weights, BN scales and offsets on the hidden
-    # layers, and on the output a BN scale only (the reference head: no offset there).
-    head = 2 * 2048 * 2048 + 2048 * 128 + 2 * (2048 + 2048) + 128
+    # (2 layers, as flags/imagenet_r50_pretrain.cfg) adds 2048x2048 + 2048x128 weights,
+    # a BN scale and offset on the hidden layer, and on the output a BN scale only (the
+    # reference head: no offset there).
+    head = 2048 * 2048 + 2048 * 128 + 2 * 2048 + 128
     assert params == 23_508_032 + head
     table = scaling_model.rows(params, flops, 4096, [8, 32, 128], 128, [23.0], 125.0)
     assert [r["per_replica_batch"] for r in table] == [512, 128, 32]

@@ -3,7 +3,7 @@ in contrastive-logits memory and communication, and the communication's share of
 step on a stated interconnect.
 
   python tools/scaling_model.py [--depth=50 --width=1 --batch=4096 --replicas=8,32,128
-      --image_size=224 --bus_gbps=230,23 --replica_tflops=125]
+      --image_size=224 --num_proj_layers=2 --bus_gbps=230,23 --replica_tflops=125]
 
 The model's parameters and forward FLOPs are counted on the real network (built here on
 the CPU), not quoted. Per step and replica, with n = batch / replicas local images:
@@ -30,7 +30,7 @@ MIB = 2.0**20
 FLOAT32 = 4
 
 
-def model_counts(depth, width, image_size, proj_out_dim=128):
+def model_counts(depth, width, image_size, proj_out_dim=128, num_proj_layers=2):
     """(trainable parameters, forward FLOPs per image) of encoder + projection head."""
     from simclr_tf.config import Config, DataConfig, ModelConfig
     from simclr_tf.models import builders
@@ -38,7 +38,12 @@ def model_counts(depth, width, image_size, proj_out_dim=128):
 
     config = Config(
         data=DataConfig(image_size=image_size),
-        model=ModelConfig(depth=depth, width_multiplier=width, proj_out_dim=proj_out_dim),
+        model=ModelConfig(
+            depth=depth,
+            width_multiplier=width,
+            proj_out_dim=proj_out_dim,
+            num_proj_layers=num_proj_layers,
+        ),
     )
     model = builders.pretrain_model(config, num_classes=0)
     params = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
@@ -105,13 +110,18 @@ def main(argv=None):
     parser.add_argument("--replicas", type=_ints, default=[8, 32, 128])
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--proj_out_dim", type=int, default=128)
+    parser.add_argument(
+        "--num_proj_layers", type=int, default=2, help="2: flags/imagenet_r50_pretrain.cfg"
+    )
     parser.add_argument("--bus_gbps", type=_floats, default=[230.0, 23.0])
     parser.add_argument("--replica_tflops", type=float, default=125.0)
     args = parser.parse_args(argv)
     bad = [r for r in args.replicas if r < 1 or args.batch % r]
     if bad:
         parser.error(f"--batch {args.batch} does not divide over {bad} replicas")
-    params, flops = model_counts(args.depth, args.width, args.image_size, args.proj_out_dim)
+    params, flops = model_counts(
+        args.depth, args.width, args.image_size, args.proj_out_dim, args.num_proj_layers
+    )
     print(
         f"ResNet-{args.depth} {args.width:g}x at {args.image_size} px + projection head: "
         f"{params / 1e6:.1f} M trainable parameters, {flops / 1e9:.2f} GFLOP forward per "

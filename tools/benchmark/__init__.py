@@ -7,6 +7,7 @@ only with --append. Run from the repository root, one module per mode:
   python -m tools.benchmark budget --data_dir=../shared/data/tfds --width=0.25 --budget_minutes=30
   python -m tools.benchmark memory --data_dir=../shared/data/tfds --depth=50 --batch=256
   python -m tools.benchmark conv   --data_dir=../shared/data/tfds --width=1.0 --batch=256
+  python -m tools.benchmark execution --data_dir=../shared/data/tfds --width=0.25 --batch=256
 
 step:   the compiled train step alone on one real batch held in memory, for the project's
         PretrainModel, the plain Keras 3 baseline (tools/plain_keras_simclr.py) in this
@@ -30,6 +31,8 @@ memory: peak RSS of a train step (--depth/--width/--batch), and the loss's peak 
 conv:   per distinct conv shape of the encoder, its bf16 kernel gradient computed by
         TensorFlow's kernel and by simclr_tf.models.conv's patch matmul, on the activations and
         loss gradients of a real batch; which one simclr_tf.models.conv's rule picks.
+execution: the training path with --steps_per_execution steps per compiled call against
+        one per call, interleaved --rounds times (each --repeats steps); seconds per step.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
 Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones;
 input and fit also leave the first pass over the data untimed (--after_first_epoch).

@@ -6,7 +6,7 @@ import sys
 
 from absl import app
 
-from tools.benchmark import budget, fit, input_pipeline, kernel_grads, memory, step
+from tools.benchmark import budget, execution, fit, input_pipeline, kernel_grads, memory, step
 from tools.benchmark.machine import commit, fma_peak_gflops, machine_name, this_hardware
 from tools.benchmark.options import FLAGS
 from tools.benchmark.report import append_markdown
@@ -20,6 +20,7 @@ def main(argv):
         "budget": budget.bench_budget,
         "memory": memory.bench_memory,
         "conv": kernel_grads.bench_conv,
+        "execution": execution.bench_execution,
     }
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: python -m tools.benchmark {'|'.join(modes)} [flags]", file=sys.stderr)
@@ -49,6 +50,7 @@ def main(argv):
         "batched_augment": FLAGS.batched_augment,
         "augment_jit_compile": FLAGS.augment_jit_compile,
         "matmul_kernel_grad": FLAGS.matmul_kernel_grad,
+        "steps_per_execution": FLAGS.steps_per_execution,
     }
     result = {
         "mode": mode,

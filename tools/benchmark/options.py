@@ -87,5 +87,6 @@ flags.DEFINE_integer("loss_batch", 8192, "memory: global batch of the loss measu
 flags.DEFINE_string(
     "memory_worker", None, "Internal: the one measurement a `memory` subprocess makes."
 )
+flags.DEFINE_integer("steps_per_execution", 8, "execution: steps per compiled call, against one.")
 flags.DEFINE_string("output", None, "Write the JSON result here too.")
 flags.DEFINE_bool("append", False, "Append the table to BENCHMARKS.md's history.")

@@ -129,6 +129,17 @@ _TABLES = {
             _gib(r, "logits_matrix_bytes"),
         ],
     ),
+    "execution": (
+        ["impl", "precision", "s/step, 1 per call", "s/step, N per call", "speedup", "rounds"],
+        lambda r: [
+            r["impl"],
+            r["precision"],
+            f"{r['step_s_one_per_call']:.4f}",
+            f"{r['step_s_many_per_call']:.4f}",
+            f"{r['speedup']:.3f}x",
+            f"{r['rounds']} x {r['steps_per_round']} steps",
+        ],
+    ),
     "conv": (
         [
             "conv (input -> output)",
