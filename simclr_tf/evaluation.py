@@ -16,24 +16,44 @@ import tensorflow as tf
 
 def _batches(fn, dataset, strategy):
     """`fn(batch)` (a dict of tensors, one row per example) for every batch of the
-    finite `dataset` as numpy; under `strategy`, computed on every replica and gathered
-    (the last, short global batch may leave some replicas empty)."""
+    finite `dataset` as numpy; under `strategy`, computed on every replica and gathered.
+
+    Each global batch is padded to a multiple of the replica count first (the padding
+    dropped after the gather): a short last batch would otherwise leave some replica
+    an empty batch, which TensorFlow's CPU convolutions reject.
+    """
     if strategy is None:
         step = tf.function(fn, reduce_retracing=True)
         for batch in dataset:
             yield {k: v.numpy() for k, v in step(batch).items()}
         return
+    replicas = strategy.num_replicas_in_sync
+
+    def padded(batch):
+        size = tf.shape(next(iter(batch.values())))[0]
+        pad = (replicas - size % replicas) % replicas
+        out = {k: tf.pad(v, [[0, pad]] + [[0, 0]] * (v.shape.rank - 1)) for k, v in batch.items()}
+        out["valid"] = tf.cast(tf.range(size + pad) < size, tf.int32)  # gather takes no bool
+        return out
+
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    distributed = strategy.experimental_distribute_dataset(
+        dataset.map(padded).with_options(options)
+    )
+
+    def with_mask(batch):
+        return dict(fn(batch), valid=batch["valid"])
 
     @tf.function(reduce_retracing=True)
     def step(batch):
-        out = strategy.run(fn, args=(batch,))
+        out = strategy.run(with_mask, args=(batch,))
         return {k: strategy.gather(v, axis=0) for k, v in out.items()}
 
     for batch in distributed:
-        yield {k: v.numpy() for k, v in step(batch).items()}
+        out = {k: v.numpy() for k, v in step(batch).items()}
+        keep = out.pop("valid").astype(bool)
+        yield {k: v[keep] for k, v in out.items()}
 
 
 def extract_features(encoder, dataset, strategy=None):

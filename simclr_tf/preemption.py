@@ -92,10 +92,15 @@ def saving_on_preemption(strategy, manager, model, model_dir):
         yield [SaveOnPreemption(handler)]
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _remove_handler_dirs(os.path.join(model_dir, _DIR))
+        task_id = getattr(strategy.cluster_resolver, "task_id", 0) or 0
+        _remove_handler_dirs(os.path.join(model_dir, _DIR), task_id)
 
 
-def _remove_handler_dirs(directory):
-    """The handler makes empty directories (one per non-chief worker); none holds data."""
+def _remove_handler_dirs(directory, task_id):
+    """The handler makes an empty directory per non-chief worker (and deletes its own
+    when it exits on a preemption); each worker removes its own, the last the parent."""
     with contextlib.suppress(tf.errors.OpError):
-        tf.io.gfile.rmtree(directory)
+        tf.io.gfile.rmtree(os.path.join(directory, f"workertemp_{task_id}"))
+    with contextlib.suppress(tf.errors.OpError):
+        if not tf.io.gfile.listdir(directory):
+            tf.io.gfile.rmtree(directory)

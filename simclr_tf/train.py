@@ -24,6 +24,7 @@ from simclr_tf import (
     run_setup,
     teacher,
     training_loop,
+    view_grid,
 )
 from simclr_tf.config import Config, ConfigError
 from simclr_tf.data import DataError, pipeline, subsets
@@ -133,6 +134,8 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
             skip_batches,
         )
 
+    if distributed.is_chief(strategy) and tf.train.latest_checkpoint(config.run.model_dir) is None:
+        _write_view_summary(config, source)
     extra, monitor = list(extra_callbacks), None
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
@@ -151,6 +154,14 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
         results["knn_acc"] = monitor.evaluate()
         results.update(_eval_results(model, config, source, strategy))
     return model, results
+
+
+def _write_view_summary(config, source, pairs=16):
+    """The first views a run trains on, once, at its start (TensorBoard: `views`)."""
+    d = dataclasses.replace(config.data, shuffle_buffer=pairs, cache=False)
+    batch = next(iter(pipeline.pretrain_dataset(source, d.train_split, d, config.augment, pairs)))
+    log_dir = os.path.join(config.run.model_dir, training_loop.SUMMARY_DIR, "train")
+    view_grid.write_summary(log_dir, batch["view1"], batch["view2"], step=0)
 
 
 def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder=False):

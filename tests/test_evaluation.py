@@ -92,3 +92,35 @@ def test_replicated_evaluation_sees_every_example_once(replicas):
     order = np.lexsort(features.T)  # the same rows, whatever order replicas return them in
     np.testing.assert_allclose(features[order], expected[np.lexsort(expected.T)], rtol=1e-5)
     assert sorted(feature_labels.tolist()) == sorted(labels.tolist())
+
+
+def test_replicated_features_of_a_conv_encoder_with_a_one_image_last_batch():
+    """A last global batch of one image over two replicas: padded, not left empty (an
+    empty batch fails in TensorFlow's CPU convolution)."""
+    import keras
+    import tensorflow as tf
+
+    from simclr_tf import keras_compat
+
+    rng = np.random.default_rng(4)
+    images = rng.random((5, 8, 8, 3)).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices({"image": images, "label": np.arange(5)}).batch(4)
+    strategy = keras_compat.mirrored_strategy(cpu_devices(2))
+    with strategy.scope():
+        conv = keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                keras.layers.Conv2D(4, 3),
+                keras.layers.GlobalAveragePooling2D(),
+            ]
+        )
+
+    def encoder(x, training=False):
+        return {"final_avg_pool": conv(x, training=training)}
+
+    plain, plain_labels = evaluation.extract_features(encoder, dataset)
+    spread, labels = evaluation.extract_features(encoder, dataset, strategy)
+    assert len(spread) == 5 and sorted(labels.tolist()) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(
+        spread[np.argsort(labels)], plain[np.argsort(plain_labels)], rtol=1e-5
+    )

@@ -66,6 +66,8 @@ ALLOWED = {
     "export": {"augment.image_ops", "checkpoints", "models.builders", "run_dirs"},
     "run_setup": {"config", "data", "distributed", "hardware"},
     "preemption": set(),
+    "view_grid": set(),
+    "representations": {"checkpoints", "models.builders", "run_dirs"},
     "training_loop": {
         "callbacks",
         "checkpoints",
@@ -91,6 +93,7 @@ ALLOWED = {
         "run_setup",
         "teacher",
         "training_loop",
+        "view_grid",
     },
     "convert": {
         "checkpoints",

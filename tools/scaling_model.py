@@ -34,7 +34,7 @@ def model_counts(depth, width, image_size, proj_out_dim=128, num_proj_layers=2):
     """(trainable parameters, forward FLOPs per image) of encoder + projection head."""
     from simclr_tf.config import Config, DataConfig, ModelConfig
     from simclr_tf.models import builders
-    from tools.benchmark.common import forward_flops
+    from tools.flop_count import forward_flops
 
     config = Config(
         data=DataConfig(image_size=image_size),
