@@ -27,7 +27,10 @@ def loss_and_grads(z1, z2):
     return loss, tape.gradient(loss, [z1, z2])
 
 loss_and_grads.get_concrete_function(z1, z2)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# The resident size now, not the high-water mark so far: memory freed since a higher
+# peak (tracing, start-up) would otherwise be reused unseen and hide an allocation.
+with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1]) * resource.getpagesize()
 loss, grads = loss_and_grads(z1, z2)
 [g.numpy() for g in grads]
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -51,7 +54,11 @@ def test_loss_at_global_batch_8192_holds_less_than_one_logits_matrix():
     n = 8192
     matrix_bytes = (2 * n) ** 2 * 4  # one float32 2N x 2N matrix: 1 GiB
     blockwise = _peak_increase(n, "blockwise")
-    assert blockwise["peak_increase"] < matrix_bytes, blockwise
+    # What running any step costs beside the loss (thread pools, the runtime's own
+    # buffers; about 0.5 GiB here), from the same step at a batch whose loss needs
+    # 2 MiB: the loss's own share is the rest.
+    runtime = _peak_increase(512, "blockwise")["peak_increase"]
+    assert blockwise["peak_increase"] - runtime < matrix_bytes, (blockwise, runtime)
     # The measurement can see a matrix: the dense loss must hold its whole 2N x 2N
     # logits at once (how many more copies it makes depends on the CPU's kernels).
     dense = _peak_increase(n, "dense")

@@ -161,7 +161,11 @@ def test_resume_continues_from_the_checkpoint(tmp_path, cifar_data_dir):
 
 
 @pytest.mark.parametrize(
-    "precision", [pytest.param("mixed_bfloat16", marks=requires_bf16_kernels), "mixed_float16"]
+    "precision",
+    [
+        pytest.param("mixed_bfloat16", marks=requires_bf16_kernels),
+        pytest.param("mixed_float16", marks=pytest.mark.slow),  # the GPU path; 20 s
+    ],
 )
 def test_pretrain_under_mixed_precision(tmp_path, cifar_data_dir, precision):
     import keras
