@@ -37,21 +37,14 @@ def _png(path):
 
 def test_plot_views_draws_the_training_views(tmp_path, cifar_data_dir):
     out = tmp_path / "views.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tools/plot_views.py",
-            "--flagfile=flags/quickstart.cfg",
-            f"--data_dir={cifar_data_dir}",
-            "--train_split=train[:500]",
-            "--pairs=6",
-            "--columns=3",
-            f"--out={out}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = _tool(
+        "tools/plot_views.py",
+        "--flagfile=flags/quickstart.cfg",
+        f"--data_dir={cifar_data_dir}",
+        "--train_split=train[:500]",
+        "--pairs=6",
+        "--columns=3",
+        f"--out={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     image = _png(out)
@@ -61,12 +54,7 @@ def test_plot_views_draws_the_training_views(tmp_path, cifar_data_dir):
 
 
 def test_plot_views_refuses_a_missing_out():
-    result = subprocess.run(
-        [sys.executable, "tools/plot_views.py", "--flagfile=flags/quickstart.cfg"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    result = _tool("tools/plot_views.py", "--flagfile=flags/quickstart.cfg")
     assert result.returncode == 2 and "--out" in result.stderr
 
 
@@ -94,18 +82,8 @@ def test_a_run_logs_its_views_and_plot_curves_draws_it(tmp_path, tiny_run):
     assert grid.std() > 10
 
     out = tmp_path / "curves.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "tools/plot_curves.py",
-            f"--runs={run_dir},{run_dir}",
-            "--labels=a,b",
-            f"--out={out}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = _tool(
+        "tools/plot_curves.py", f"--runs={run_dir},{run_dir}", "--labels=a,b", f"--out={out}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loss" in result.stdout and "learning_rate" in result.stdout

@@ -45,3 +45,14 @@ def open_model_and_source(args):
 
     encoder_fn, image_size = representations.load_encoder(args.model_dir or args.saved_model)
     return encoder_fn, image_size, open_source(args.dataset, args.data_dir)
+
+
+def save_figure(fig, out, dpi=100):
+    """Writes a matplotlib figure to the PNG `out` (its directory made) and frees it."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)

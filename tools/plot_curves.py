@@ -13,6 +13,10 @@ import glob
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools import picture_data  # noqa: E402
+
 DEFAULT_TAGS = ["loss", "contrast_acc", "knn_acc", "probe_acc", "learning_rate"]
 
 
@@ -68,9 +72,7 @@ def plot(runs, labels, tags, out):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    picture_data.save_figure(fig, out)
     return present
 
 

@@ -35,9 +35,7 @@ def plot(points, labels, out, title):
     if len(classes) <= 20:
         ax.legend(fontsize=7, markerscale=2, loc="best")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    picture_data.save_figure(fig, out)
 
 
 def main(argv=None):

@@ -53,9 +53,7 @@ def plot(queries, bank, k, out):
     for c in range(1, k + 1):
         axes[0][c].set_title(f"#{c}", fontsize=8)
     fig.tight_layout(pad=0.3)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    picture_data.save_figure(fig, out)
     return nearest
 
 
