@@ -25,6 +25,7 @@ ALLOWED = {
     "distributed": {"config", "keras_compat"},
     "losses": set(),
     "evaluation": set(),
+    "feature_probe": set(),
     # Augmentation: parameters at the bottom, per-image and batched ops on top.
     "augment": set(),
     "augment.params": set(),

@@ -1,0 +1,233 @@
+"""The study runner: its cells, the frozen-feature linear probe, the resumable runs,
+and the table and heat map it reports."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simclr_tf import feature_probe
+from tools.studies import evaluate, grid, report, runner
+
+
+def _clusters(n, num_classes, dim, rng, spread=0.3):
+    centres = rng.normal(size=(num_classes, dim)) * 3
+    labels = rng.integers(0, num_classes, n)
+    return centres[labels] + spread * rng.normal(size=(n, dim)), labels
+
+
+def test_linear_probe_separates_separable_classes_and_not_random_labels():
+    rng = np.random.default_rng(0)
+    x, y = _clusters(3000, 10, 16, rng)
+    test_acc, train_acc = feature_probe.linear_probe_accuracy(
+        x[:2000], y[:2000], x[2000:], y[2000:], 10, epochs=20
+    )
+    assert test_acc > 0.97 and train_acc > 0.97
+    # Labels unrelated to the features: the test split stays at chance (0.1; the
+    # binomial s.d. of 1,000 draws is 0.0095, so 0.16 is more than 6 s.d. above).
+    random_labels = rng.integers(0, 10, 3000)
+    chance, _ = feature_probe.linear_probe_accuracy(
+        x[:2000], random_labels[:2000], x[2000:], random_labels[2000:], 10, epochs=20
+    )
+    assert chance < 0.16
+
+
+def test_linear_probe_is_scale_free():
+    """Standardisation: features scaled by 1e4 (as an unnormalised h can be) train alike."""
+    rng = np.random.default_rng(1)
+    x, y = _clusters(2000, 5, 8, rng, spread=1.5)
+    small, _ = feature_probe.linear_probe_accuracy(x[:1500], y[:1500], x[1500:], y[1500:], 5)
+    large, _ = feature_probe.linear_probe_accuracy(
+        1e4 * x[:1500], y[:1500], 1e4 * x[1500:], y[1500:], 5
+    )
+    assert abs(small - large) <= 0.01
+
+
+def test_standardise_uses_the_training_statistics():
+    rng = np.random.default_rng(2)
+    train, test = rng.normal(5, 3, (500, 4)), rng.normal(5, 3, (100, 4))
+    a, b = feature_probe.standardise(train, test)
+    np.testing.assert_allclose(a.mean(axis=0), 0, atol=1e-9)
+    np.testing.assert_allclose(a.std(axis=0), 1, atol=1e-5)
+    np.testing.assert_allclose(b, (test - train.mean(0)) / (train.std(0) + 1e-6))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(train_y=np.array([0, 1, 10])),
+        dict(test_x=np.zeros((2, 5))),
+        dict(train_x=np.zeros((4, 3))),
+    ],
+)
+def test_linear_probe_refuses_bad_input(bad):
+    args = dict(
+        train_x=np.zeros((3, 3)),
+        train_y=np.array([0, 1, 2]),
+        test_x=np.zeros((2, 3)),
+        test_y=np.array([0, 1]),
+    )
+    args.update(bad)
+    with pytest.raises(ValueError):
+        feature_probe.linear_probe_accuracy(num_classes=10, **args)
+
+
+def test_every_cell_flag_is_a_main_flag_and_the_base_recipe_is_shared():
+    from absl import flags
+
+    from simclr_tf import main
+
+    main_flags = flags.FlagValues()
+    main.define_flags(main_flags)
+    for study, cells in grid.STUDIES.items():
+        keys = [c.key for c in cells]
+        assert len(set(keys)) == len(keys), study
+        for c in cells:
+            for name, _ in c.flags:
+                assert name in main_flags, f"{study}: {name} is not a simclr_tf.main flag"
+    # The paper's default (crop + colour, s 0.5, nonlinear head, NT-Xent at tau 0.5 with
+    # l2, batch 256 for one epoch) is one run, read by every study that has it.
+    base = {
+        "augmentation": "crop + colour",
+        "colour_strength": "s = 0.5",
+        "projection_head": "nonlinear",
+        "loss_temperature": "NT-Xent, tau 0.5, l2",
+        "batch_length": "batch 256, 1 epoch",
+    }
+    for study, label in base.items():
+        assert next(c for c in grid.STUDIES[study] if c.label == label).key == "base"
+
+
+def test_augmentation_cells_turn_off_what_they_do_not_name():
+    colour_only = dict(grid.augmentation_cell(("colour",)).flags)
+    assert colour_only == {"crop": "false", "flip": "false"}
+    crop_cutout = dict(grid.augmentation_cell(("crop", "cutout")).flags)
+    assert crop_cutout == {"color_jitter_prob": "0", "grayscale_prob": "0", "cutout_prob": "0.5"}
+
+
+def _fake_result(root, cell, seed, linear, knn):
+    path = runner.run_dir(str(root), cell, seed)
+    os.makedirs(path)
+    score = {"knn_acc": knn, "linear_acc": linear, "linear_train_acc": linear}
+    with open(os.path.join(path, runner.EVAL_FILE), "w") as f:
+        json.dump({"h": score, "z": score, "pretrain_s": 100.0}, f)
+
+
+def test_table_reports_mean_and_sample_sd_over_seeds(tmp_path):
+    cell = grid.STUDIES["colour_strength"][0]
+    _fake_result(tmp_path, cell, 0, 0.40, 0.30)
+    _fake_result(tmp_path, cell, 1, 0.44, 0.32)
+    text = report.table("colour_strength", [0, 1], str(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith(f"| {cell.label} |"))
+    sd = np.std([40.0, 44.0], ddof=1)
+    assert f"42.00% ± {sd:.2f}" in row and "| 2 |" in row
+    # Cells with no run yet are shown as missing, not as zero.
+    assert "| s = 1.0 | 0 | - |" in text
+
+
+def test_heatmap_draws_the_runs_that_exist(tmp_path):
+    for i, ops in enumerate([("crop",), ("colour",), ("crop", "colour")]):
+        _fake_result(tmp_path, grid.augmentation_cell(ops), 0, 0.2 + 0.1 * i, 0.2)
+    matrix = report.heatmap_matrix([0], str(tmp_path))
+    crop, colour = grid.HEATMAP_OPS.index("crop"), grid.HEATMAP_OPS.index("colour")
+    assert matrix[crop][crop] == pytest.approx(0.2)
+    assert matrix[crop][colour] == matrix[colour][crop] == pytest.approx(0.4)
+    assert matrix[crop][grid.HEATMAP_OPS.index("cutout")] is None
+    out = tmp_path / "heat.png"
+    report.write_heatmap([0], str(tmp_path), str(out))
+    image = np.asarray(Image.open(out).convert("RGB"), np.float32)
+    assert image.shape[0] >= 300 and image.shape[1] >= 300 and image.std() > 10
+    with pytest.raises(ValueError, match="no augmentation runs"):
+        report.write_heatmap([0], str(tmp_path / "empty"), str(tmp_path / "x.png"))
+
+
+def test_a_study_runs_evaluates_and_resumes(tmp_path, cifar_data_dir, monkeypatch):
+    """One tiny cell end to end on real CIFAR-10: pretraining in its own process, the
+    frozen-feature scores, then a rerun that trains nothing."""
+    from simclr_tf.data import open_source
+
+    monkeypatch.setitem(grid.STUDIES, "tiny", [grid.cell("tiny", proj_head_mode="linear")])
+    source = open_source("cifar10", cifar_data_dir, download=False)
+    train, test = evaluate.load_split(source, "train", 32), evaluate.load_split(source, "test", 32)
+    splits = (
+        evaluate.Split(train.images[:600], train.labels[:600]),
+        evaluate.Split(test.images[:300], test.labels[:300]),
+    )
+    extra = [
+        "--train_steps=2",
+        "--batch_size=32",
+        "--width_multiplier=0.125",
+        "--checkpoint_steps=2",
+        "--summary_steps=1",
+        "--precision=float32",
+    ]
+    lines = []
+    runner.run_study("tiny", [0], str(tmp_path), cifar_data_dir, splits, 10, extra, lines.append)
+    result = runner.read_eval(runner.run_dir(str(tmp_path), grid.STUDIES["tiny"][0], 0))
+    for kind in ("h", "z"):
+        for metric in ("knn_acc", "linear_acc", "linear_train_acc"):
+            assert 0.0 <= result[kind][metric] <= 1.0
+    # z of a linear head is 128-d, h of a 0.125x ResNet-18 64-d: two distinct readings.
+    assert result["h"] != result["z"]
+
+    # The untrained floor, measured the same way and shown under the study's rows.
+    runner.run_random_init([0], str(tmp_path), splits, 10, extra, lines.append)
+    assert "| random init (no training) | 1 |" in report.table("tiny", [0], str(tmp_path))
+
+    curves = tmp_path / "curves.png"
+    assert "loss" in report.write_curves("tiny", 0, str(tmp_path), str(curves))
+    image = np.asarray(Image.open(curves).convert("RGB"), np.float32)
+    assert image.shape[1] > image.shape[0] > 200 and image.std() > 10
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(runner, "pretrain", must_not_train)
+    runner.run_study("tiny", [0], str(tmp_path), cifar_data_dir, splits, 10, extra, lines.append)
+    assert lines[-1].endswith("done before")
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run(
+        [sys.executable, "-m", "tools.studies", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "--study"),
+        (["--study=nothing"], "invalid choice"),
+        (["--study=colour_strength", "--seeds=a"], "--seeds must be integers"),
+        (["--study=colour_strength", "--heatmap_out=x.png"], "--heatmap_out is for"),
+    ],
+)
+def test_studies_command_refuses_bad_flags(args, message):
+    result = _cli(*args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_studies_report_only_prints_a_table_of_missing_runs(tmp_path):
+    result = _cli("--study=projection_head", "--report_only", f"--root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("| 0 | - |") == 3
+
+
+def test_random_init_is_the_seeded_untrained_base_network():
+    rng = np.random.default_rng(3)
+    split = evaluate.Split(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.arange(8))
+    config = runner.base_config(["--width_multiplier=0.125"])
+    assert (config.model.depth, config.run.train_steps, config.loss.temperature) == (18, 200, 0.5)
+    a = evaluate.random_init_features(config, [split], seed=0)
+    b = evaluate.random_init_features(config, [split], seed=0)
+    c = evaluate.random_init_features(config, [split], seed=1)
+    assert a["h"][0].shape == (8, 64) and a["z"][0].shape == (8, 128)
+    np.testing.assert_array_equal(a["h"][0], b["h"][0])
+    assert not np.allclose(a["h"][0], c["h"][0])

@@ -1,0 +1,100 @@
+"""The studies and their cells: each cell is a set of `simclr_tf.main` flags on top of
+`flags/study_cpu.cfg`. Cells with the same flags are the same runs, shared between
+studies (the base recipe appears in several)."""
+
+import dataclasses
+
+BASE_FLAGFILE = "flags/study_cpu.cfg"
+
+# The augmentation families of the paper's Fig. 5, as flags. "crop" is the random
+# resized crop with its horizontal flip; "colour" is colour jitter (p 0.8) with random
+# grayscale (p 0.2), as the paper's colour distortion.
+CROP_OFF = {"crop": "false", "flip": "false"}
+COLOUR_OFF = {"color_jitter_prob": "0", "grayscale_prob": "0"}
+OPS_ON = {
+    "blur": {"blur_prob": "0.5"},
+    "cutout": {"cutout_prob": "0.5"},
+    "rotate": {"rotation_prob": "0.5"},
+    "sobel": {"sobel_prob": "0.5"},
+    "noise": {"noise_prob": "0.5"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    label: str
+    flags: tuple  # ((name, value), ...), sorted
+
+    @property
+    def key(self):
+        """The cell's directory name: its flags, so equal cells share their runs."""
+        return ",".join(f"{k}={v}" for k, v in self.flags) or "base"
+
+
+def cell(label, **flags):
+    return Cell(label, tuple(sorted((k, str(v)) for k, v in flags.items())))
+
+
+def augmentation_cell(ops):
+    """Only the named ops of {crop, colour, blur, cutout, rotate, sobel, noise}."""
+    flags = {}
+    if "crop" not in ops:
+        flags.update(CROP_OFF)
+    if "colour" not in ops:
+        flags.update(COLOUR_OFF)
+    for op in ops:
+        if op not in ("crop", "colour"):
+            flags.update(OPS_ON[op])
+    return cell(" + ".join(ops), **flags)
+
+
+# The heat map's ops (Fig. 5's layout: one op on the diagonal, a pair off it).
+HEATMAP_OPS = ("crop", "colour", "cutout")
+
+
+def _augmentation():
+    cells = [augmentation_cell((op,)) for op in HEATMAP_OPS]
+    for i, a in enumerate(HEATMAP_OPS):
+        for b in HEATMAP_OPS[i + 1 :]:
+            cells.append(augmentation_cell((a, b)))
+    cells.append(augmentation_cell(("crop", "rotate")))
+    cells.append(augmentation_cell(("crop", "colour", "blur")))
+    return cells
+
+
+STUDIES = {
+    # Paper Fig. 5 (a subset) and its heat map.
+    "augmentation": _augmentation(),
+    # Paper Table 1: colour distortion strength s (crop + colour, the CIFAR recipe's 0.5).
+    "colour_strength": [
+        cell("s = 0.25", color_jitter_strength=0.25),
+        cell("s = 0.5"),
+        cell("s = 1.0", color_jitter_strength=1.0),
+    ],
+    # Paper Fig. 8 / section 4.2: the projection head (every run is also read at h and z).
+    "projection_head": [
+        cell("none", proj_head_mode="none"),
+        cell("linear", proj_head_mode="linear"),
+        cell("nonlinear"),
+    ],
+    # Paper Tables 2 and 5: the loss, temperature and L2 normalisation.
+    "loss_temperature": [
+        cell("NT-Xent, tau 0.1, l2", temperature=0.1),
+        cell("NT-Xent, tau 0.5, l2"),
+        cell("NT-Xent, tau 1.0, l2", temperature=1.0),
+        cell("NT-Xent, tau 0.1, no l2", temperature=0.1, hidden_norm="false"),
+        cell("NT-Xent, tau 0.5, no l2", hidden_norm="false"),
+        cell("NT-Xent, tau 1.0, no l2", temperature=1.0, hidden_norm="false"),
+        cell("NT-Logistic, tau 0.2, l2", loss="nt_logistic", temperature=0.2),
+        cell("NT-Logistic, tau 0.5, l2", loss="nt_logistic"),
+        cell("margin triplet, m 0.4, l2", loss="margin_triplet", margin=0.4),
+        cell("margin triplet, m 1.0, l2", loss="margin_triplet", margin=1.0),
+    ],
+    # Paper Fig. 9 (a small range): batch size x epochs; linear lr scaling (lr x B/256).
+    "batch_length": [
+        cell("batch 128, 1 epoch", batch_size=128, train_steps=400),
+        cell("batch 256, 1 epoch"),
+        cell("batch 128, 2 epochs", batch_size=128, train_steps=800),
+        cell("batch 256, 2 epochs", train_steps=400),
+    ],
+}

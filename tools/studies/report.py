@@ -1,0 +1,123 @@
+"""A study's table (mean and spread over seeds of every cell) and, for the augmentation
+study, the heat map of Fig. 5: linear accuracy of each op alone (diagonal) and of each
+pair (off it)."""
+
+import os
+import statistics
+
+from tools.studies import grid, runner
+
+METRICS = (("h", "linear_acc"), ("h", "knn_acc"), ("z", "linear_acc"), ("z", "knn_acc"))
+
+
+def collect(study, seeds, root):
+    """[(cell, [result per seed that has one])] in the study's order."""
+    rows = []
+    for cell in grid.STUDIES[study]:
+        results = [runner.read_eval(runner.run_dir(root, cell, seed)) for seed in seeds]
+        rows.append((cell, [r for r in results if r is not None]))
+    return rows
+
+
+def values(results, kind, metric):
+    return [r[kind][metric] for r in results if kind in r]
+
+
+def mean_spread(numbers):
+    """(mean, sample standard deviation or None for one value)."""
+    if not numbers:
+        return None, None
+    spread = statistics.stdev(numbers) if len(numbers) > 1 else None
+    return statistics.fmean(numbers), spread
+
+
+def _format(numbers):
+    mean, spread = mean_spread(numbers)
+    if mean is None:
+        return "-"
+    text = f"{mean:.2%}"
+    if spread is not None:
+        text += f" ± {spread * 100:.2f}"
+    return text
+
+
+def table(study, seeds, root):
+    """Markdown: one row per cell, each metric as mean ± s.d. (points) over its seeds."""
+    rows = collect(study, seeds, root)
+    header = "| cell | seeds | linear (h) | kNN (h) | linear (z) | kNN (z) | pretrain s |"
+    lines = [header, "|" + "---|" * 7]
+    for cell, results in rows:
+        diverged = sum("diverged" in r for r in results)
+        trained = [r for r in results if "diverged" not in r]
+        cells = [_format(values(trained, kind, metric)) for kind, metric in METRICS]
+        seconds = [r["pretrain_s"] for r in trained]
+        note = f"{len(trained)}" + (f" (+{diverged} diverged)" if diverged else "")
+        time_text = f"{statistics.fmean(seconds):.0f}" if seconds else "-"
+        lines.append(f"| {cell.label} | {note} | " + " | ".join(cells) + f" | {time_text} |")
+    floor = [runner.read_eval(os.path.join(root, runner.RANDOM_INIT, f"seed_{s}")) for s in seeds]
+    floor = [r for r in floor if r is not None]
+    if floor:
+        cells = [_format(values(floor, kind, metric)) for kind, metric in METRICS]
+        lines.append(
+            f"| random init (no training) | {len(floor)} | " + " | ".join(cells) + " | 0 |"
+        )
+    return "\n".join(lines)
+
+
+def heatmap_matrix(seeds, root, kind="h", metric="linear_acc"):
+    """[op][op] mean accuracy (None where not run) over grid.HEATMAP_OPS."""
+    ops = grid.HEATMAP_OPS
+    matrix = [[None] * len(ops) for _ in ops]
+    for i, a in enumerate(ops):
+        for j, b in enumerate(ops):
+            pair = (a,) if i == j else tuple(sorted((a, b), key=ops.index))
+            cell = grid.augmentation_cell(pair)
+            results = [runner.read_eval(runner.run_dir(root, cell, s)) for s in seeds]
+            mean, _ = mean_spread(values([r for r in results if r], kind, metric))
+            matrix[i][j] = mean
+    return matrix
+
+
+def write_heatmap(seeds, root, out, kind="h", metric="linear_acc"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from tools import picture_data
+
+    ops = grid.HEATMAP_OPS
+    matrix = heatmap_matrix(seeds, root, kind, metric)
+    grid_values = np.array([[np.nan if v is None else v * 100 for v in row] for row in matrix])
+    if np.all(np.isnan(grid_values)):
+        raise ValueError(f"no augmentation runs under {root}: run the study first")
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    image = ax.imshow(grid_values, cmap="Greens")
+    for i in range(len(ops)):
+        for j in range(len(ops)):
+            if not np.isnan(grid_values[i, j]):
+                ax.text(j, i, f"{grid_values[i, j]:.1f}", ha="center", va="center", fontsize=10)
+    ax.set_xticks(range(len(ops)), ops)
+    ax.set_yticks(range(len(ops)), ops)
+    ax.set_xlabel("2nd transformation")
+    ax.set_ylabel("1st transformation")
+    ax.set_title(f"{'linear' if metric == 'linear_acc' else 'kNN'} accuracy on {kind} (%)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    picture_data.save_figure(fig, out)
+
+
+def write_curves(study, seed, root, out, tags=("loss", "contrast_acc", "learning_rate")):
+    """The training curves of the study's runs of one seed (tools/plot_curves.py)."""
+    from tools import plot_curves
+
+    runs, labels = [], []
+    for cell in grid.STUDIES[study]:
+        path = runner.run_dir(root, cell, seed)
+        if os.path.isdir(os.path.join(path, "logs")):
+            runs.append(path)
+            labels.append(cell.label)
+    if not runs:
+        raise ValueError(f"no {study} runs of seed {seed} under {root}")
+    return plot_curves.plot(runs, labels, list(tags), out)
