@@ -80,11 +80,41 @@ def mirrored_strategy(devices=None):
 class ResumableTensorBoard(keras.callbacks.TensorBoard):
     """Batch summaries on the optimizer's step axis, so a resumed run continues its
     curves instead of restarting them at 0: Keras 3.15 resets its private batch
-    counter `_global_train_batch` at the start of every `fit`."""
+    counter `_global_train_batch` at the start of every `fit`.
+
+    Each batch summary of a metric is the mean over the steps since the previous one,
+    not Keras' running mean since the epoch began: the fit "epochs" here are checkpoint
+    loops, and running means would make every curve jump where a loop starts. Values
+    are read only on the steps that are written (`update_freq`), as Keras itself does.
+    """
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._global_train_batch = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._last_written = (0, {})  # (batches into the epoch, running means then)
+
+    def on_train_batch_end(self, batch, logs=None):
+        every = self.update_freq
+        if isinstance(logs, dict) and every != "epoch" and self._global_train_batch % every == 0:
+            logs = self._window_means(batch + 1, logs)
+        super().on_train_batch_end(batch, logs)
+
+    def _window_means(self, count, logs):
+        means = {m.name for m in self.model.metrics}
+        last_count, last = getattr(self, "_last_written", (0, {}))
+        if count <= last_count:  # a new epoch this callback was not told of
+            last_count, last = 0, {}
+        out, now = dict(logs), {}
+        for name, value in logs.items():
+            if name in means:
+                now[name] = float(value)
+                total = now[name] * count - last.get(name, 0.0) * last_count
+                out[name] = total / (count - last_count)
+        self._last_written = (count, now)
+        return out
 
 
 # --- Adding weight-decay exclusions --------------------------------------------------

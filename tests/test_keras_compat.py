@@ -97,6 +97,44 @@ def test_stock_tensorboard_restarts_its_step_axis_and_ours_continues(tmp_path):
         callback.on_train_end()
 
 
+def _scalars(log_dir, tag):
+    import glob
+
+    points = []
+    for path in glob.glob(f"{log_dir}/**/events.out.tfevents.*", recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    points.append((event.step, float(tf.make_ndarray(value.tensor))))
+    return sorted(points)
+
+
+def test_batch_summaries_are_means_since_the_last_summary(tmp_path):
+    """Keras hands callbacks running means since the epoch began; written every 2 steps
+    over two 4-step epochs of losses 1..8, the curve must be the mean of each 2-step
+    window (1.5, 3.5 | 5.5, 7.5), with no jump back where the second epoch starts."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    names = {m.name for m in model.metrics}
+    assert "loss" in names
+    callback = keras_compat.ResumableTensorBoard(str(tmp_path), update_freq=2)
+    callback.set_model(model)
+    callback.on_train_begin()
+    losses = np.arange(1.0, 9.0)
+    for epoch in range(2):
+        callback.on_epoch_begin(epoch)
+        for batch in range(4):
+            seen = losses[4 * epoch : 4 * epoch + batch + 1]
+            callback.on_train_batch_begin(batch)
+            callback.on_train_batch_end(batch, {"loss": seen.mean(), "learning_rate": 0.1})
+        callback.on_epoch_end(epoch, {"loss": losses[4 * epoch : 4 * epoch + 4].mean()})
+    callback.on_train_end()
+    assert _scalars(tmp_path, "batch_loss") == [(2, 1.5), (4, 3.5), (6, 5.5), (8, 7.5)]
+    # Values that are not running means (no metric of the model) pass through.
+    assert [v for _, v in _scalars(tmp_path, "batch_learning_rate")] == pytest.approx([0.1] * 4)
+
+
 def test_exclusions_are_added_to_those_the_optimizer_already_has():
     a, b, c = (keras.Variable(np.ones(2, np.float32), name=n) for n in ("a", "b", "skip_c"))
     optimizer = keras.optimizers.AdamW(0.1, weight_decay=0.5)

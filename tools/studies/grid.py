@@ -71,11 +71,14 @@ STUDIES = {
         cell("s = 0.5"),
         cell("s = 1.0", color_jitter_strength=1.0),
     ],
-    # Paper Fig. 8 / section 4.2: the projection head (every run is also read at h and z).
+    # Paper Fig. 8 / section 4.2: the projection head (every run is also read at h and z;
+    # "nonlinear" is SimCLRv2's 3-layer head, the base recipe's).
     "projection_head": [
         cell("none", proj_head_mode="none"),
         cell("linear", proj_head_mode="linear"),
         cell("nonlinear"),
+        # SimCLR v1's head: one hidden layer (the base recipe has SimCLRv2's two).
+        cell("nonlinear, 2 layers (v1)", num_proj_layers=2),
     ],
     # Paper Tables 2 and 5: the loss, temperature and L2 normalisation.
     "loss_temperature": [

@@ -94,15 +94,23 @@ def write_heatmap(seeds, root, out, kind="h", metric="linear_acc"):
         raise ValueError(f"no augmentation runs under {root}: run the study first")
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     image = ax.imshow(grid_values, cmap="Greens")
+    middle = (np.nanmin(grid_values) + np.nanmax(grid_values)) / 2
     for i in range(len(ops)):
         for j in range(len(ops)):
             if not np.isnan(grid_values[i, j]):
-                ax.text(j, i, f"{grid_values[i, j]:.1f}", ha="center", va="center", fontsize=10)
+                colour = "white" if grid_values[i, j] > middle else "black"
+                text = f"{grid_values[i, j]:.1f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=11, color=colour)
     ax.set_xticks(range(len(ops)), ops)
     ax.set_yticks(range(len(ops)), ops)
-    ax.set_xlabel("2nd transformation")
-    ax.set_ylabel("1st transformation")
-    ax.set_title(f"{'linear' if metric == 'linear_acc' else 'kNN'} accuracy on {kind} (%)")
+    ax.set_xlabel("transformation (diagonal: alone)")
+    ax.set_ylabel("transformation")
+    title = f"{'linear' if metric == 'linear_acc' else 'kNN'} accuracy on {kind} (%)"
+    floor = [runner.read_eval(os.path.join(root, runner.RANDOM_INIT, f"seed_{s}")) for s in seeds]
+    floor_mean, _ = mean_spread(values([r for r in floor if r], kind, metric))
+    if floor_mean is not None:
+        title += f"\nuntrained network: {floor_mean * 100:.1f}"
+    ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     picture_data.save_figure(fig, out)
