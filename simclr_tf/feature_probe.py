@@ -8,10 +8,12 @@ import numpy as np
 
 def standardise(train, test):
     """Both arrays scaled by the training features' per-dimension mean and spread, so one
-    learning rate suits every encoder whatever the scale of its features."""
+    learning rate suits every encoder whatever the scale of its features (computed in
+    float64: an encoder trained without L2 normalisation can output 1e19)."""
+    train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
     mean = train.mean(axis=0)
     std = train.std(axis=0) + 1e-6
-    return (train - mean) / std, (test - mean) / std
+    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
 
 
 def linear_probe_accuracy(
@@ -45,12 +47,14 @@ def linear_probe_accuracy(
     """
     import keras
 
-    train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
+    train_x, test_x = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
     train_y, test_y = np.asarray(train_y, np.int64), np.asarray(test_y, np.int64)
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"features must be [N, D] alike, got {train_x.shape}, {test_x.shape}")
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise ValueError("features and labels differ in length")
+    if not (np.isfinite(train_x).all() and np.isfinite(test_x).all()):
+        raise ValueError("features must be finite")
     for labels in (train_y, test_y):
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(

@@ -49,9 +49,12 @@ def test_standardise_uses_the_training_statistics():
     rng = np.random.default_rng(2)
     train, test = rng.normal(5, 3, (500, 4)), rng.normal(5, 3, (100, 4))
     a, b = feature_probe.standardise(train, test)
-    np.testing.assert_allclose(a.mean(axis=0), 0, atol=1e-9)
+    # Computed in float64, returned as float32: |values| < 5 here, so each is within
+    # 5 x 2^-24 (3e-7) of the exact result.
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(a.mean(axis=0), 0, atol=1e-6)
     np.testing.assert_allclose(a.std(axis=0), 1, atol=1e-5)
-    np.testing.assert_allclose(b, (test - train.mean(0)) / (train.std(0) + 1e-6))
+    np.testing.assert_allclose(b, (test - train.mean(0)) / (train.std(0) + 1e-6), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -231,3 +234,21 @@ def test_random_init_is_the_seeded_untrained_base_network():
     assert a["h"][0].shape == (8, 64) and a["z"][0].shape == (8, 128)
     np.testing.assert_array_equal(a["h"][0], b["h"][0])
     assert not np.allclose(a["h"][0], c["h"][0])
+
+
+def test_scores_survive_features_that_overflow_float32_squares():
+    """Without L2 normalisation in the loss an encoder can output ~1e19 (seen in the
+    loss study): such features must still be scored, and infinite ones flagged."""
+    rng = np.random.default_rng(4)
+    x, y = _clusters(1500, 5, 8, rng)
+    train, test = evaluate.Split(None, y[:1000]), evaluate.Split(None, y[1000:])
+    plain = evaluate.score(x[:1000], x[1000:], train, test, 5)
+    huge = evaluate.score(1e19 * x[:1000], 1e19 * x[1000:], train, test, 5)
+    assert plain["knn_acc"] > 0.95 and huge["knn_acc"] == plain["knn_acc"]
+    assert abs(huge["linear_acc"] - plain["linear_acc"]) <= 0.01
+    assert huge["max_abs"] == pytest.approx(1e19 * np.abs(x).max(), rel=1e-6)
+    overflowed = x.copy()
+    overflowed[3, 0] = np.inf
+    assert evaluate.score(overflowed[:1000], x[1000:], train, test, 5) == {"non_finite": True}
+    with pytest.raises(ValueError, match="finite"):
+        feature_probe.linear_probe_accuracy(overflowed, y, x, y, 5)

@@ -89,12 +89,20 @@ def random_init_features(config, splits, seed):
 
 
 def _l2(x):
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """In float64: without L2 normalisation in the loss, features can reach 1e19, whose
+    squares overflow float32."""
+    x = np.asarray(x, np.float64)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)).astype(np.float32)
 
 
 def score(train_features, test_features, train, test, num_classes, seed=0):
-    """{"knn_acc", "linear_acc", "linear_train_acc"} of one kind of feature."""
+    """{"knn_acc", "linear_acc", "linear_train_acc", "max_abs"} of one kind of feature,
+    or {"non_finite": True, ...} when the network's output overflowed (nothing to score)."""
     from simclr_tf import evaluation, feature_probe
+
+    if not (np.isfinite(train_features).all() and np.isfinite(test_features).all()):
+        return {"non_finite": True}
+    max_abs = float(max(np.abs(train_features).max(), np.abs(test_features).max()))
 
     predicted = evaluation.knn_predict(
         _l2(train_features), train.labels, _l2(test_features), num_classes, KNN_K, KNN_TEMPERATURE
@@ -106,6 +114,7 @@ def score(train_features, test_features, train, test, num_classes, seed=0):
         "knn_acc": float(np.mean(predicted == test.labels)),
         "linear_acc": linear,
         "linear_train_acc": linear_train,
+        "max_abs": max_abs,
     }
 
 

@@ -20,7 +20,11 @@ def collect(study, seeds, root):
 
 
 def values(results, kind, metric):
-    return [r[kind][metric] for r in results if kind in r]
+    return [r[kind][metric] for r in results if kind in r and metric in r[kind]]
+
+
+def non_finite(results, kind):
+    return sum(1 for r in results if r.get(kind, {}).get("non_finite"))
 
 
 def mean_spread(numbers):
@@ -49,7 +53,11 @@ def table(study, seeds, root):
     for cell, results in rows:
         diverged = sum("diverged" in r for r in results)
         trained = [r for r in results if "diverged" not in r]
-        cells = [_format(values(trained, kind, metric)) for kind, metric in METRICS]
+        cells = [
+            _format(values(trained, kind, metric))
+            + (f" ({non_finite(trained, kind)} overflowed)" if non_finite(trained, kind) else "")
+            for kind, metric in METRICS
+        ]
         seconds = [r["pretrain_s"] for r in trained]
         note = f"{len(trained)}" + (f" (+{diverged} diverged)" if diverged else "")
         time_text = f"{statistics.fmean(seconds):.0f}" if seconds else "-"
