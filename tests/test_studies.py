@@ -250,5 +250,7 @@ def test_scores_survive_features_that_overflow_float32_squares():
     overflowed = x.copy()
     overflowed[3, 0] = np.inf
     assert evaluate.score(overflowed[:1000], x[1000:], train, test, 5) == {"non_finite": True}
+    line = runner._summary({"h": huge, "z": {"non_finite": True}})
+    assert "h: kNN" in line and "z: overflowed" in line
     with pytest.raises(ValueError, match="finite"):
         feature_probe.linear_probe_accuracy(overflowed, y, x, y, 5)

@@ -136,5 +136,8 @@ def _summary(result):
     for kind in ("h", "z"):
         if kind in result:
             r = result[kind]
-            parts.append(f"{kind}: kNN {r['knn_acc']:.2%}, linear {r['linear_acc']:.2%}")
+            if r.get("non_finite"):
+                parts.append(f"{kind}: overflowed (not finite)")
+            else:
+                parts.append(f"{kind}: kNN {r['knn_acc']:.2%}, linear {r['linear_acc']:.2%}")
     return "; ".join(parts)
