@@ -254,3 +254,15 @@ def test_scores_survive_features_that_overflow_float32_squares():
     assert "h: kNN" in line and "z: overflowed" in line
     with pytest.raises(ValueError, match="finite"):
         feature_probe.linear_probe_accuracy(overflowed, y, x, y, 5)
+
+
+def test_a_failed_pretraining_stops_the_study_with_its_log(tmp_path, cifar_data_dir):
+    result = _cli(
+        "--study=colour_strength",
+        f"--root={tmp_path}",
+        f"--data_dir={cifar_data_dir}",
+        "--extra_flag=--batch_size=0",
+    )
+    assert result.returncode == 1
+    assert "tools.studies: error: s = 0.25, seed 0: pretraining failed: exit 2" in result.stderr
+    assert "pretrain.log" in result.stderr and "Traceback" not in result.stderr

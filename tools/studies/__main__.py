@@ -50,9 +50,18 @@ def main(argv=None):
         source = open_source("cifar10", args.data_dir, download=args.data_dir is None)
         print("reading the evaluation images once ...", flush=True)
         splits = (evaluate.load_split(source, "train", 32), evaluate.load_split(source, "test", 32))
-        runner.run_study(
-            args.study, args.seeds, root, args.data_dir, splits, source.num_classes, args.extra_flag
-        )
+        try:
+            runner.run_study(
+                args.study,
+                args.seeds,
+                root,
+                args.data_dir,
+                splits,
+                source.num_classes,
+                args.extra_flag,
+            )
+        except RuntimeError as error:  # a pretraining that failed (its log is named)
+            sys.exit(f"tools.studies: error: {error}")
         if args.random_init:
             runner.run_random_init(args.seeds, root, splits, source.num_classes, args.extra_flag)
     text = report.table(args.study, args.seeds, root)

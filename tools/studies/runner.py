@@ -51,7 +51,7 @@ def pretrain(cell, seed, model_dir, data_dir, extra_flags=(), log=print):
         code = subprocess.call(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if code != 0:
-        return False, seconds, f"exit {code}: {_tail(log_path)}"
+        return False, seconds, f"exit {code} (log: {log_path}): {_tail(log_path)}"
     return True, seconds, ""
 
 
