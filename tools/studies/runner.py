@@ -40,7 +40,7 @@ def _tail(path, lines=3):
         return " | ".join(line.strip() for line in f.read().strip().splitlines()[-lines:])
 
 
-def pretrain(cell, seed, model_dir, data_dir, extra_flags=(), log=print):
+def pretrain(cell, seed, model_dir, data_dir, extra_flags=()):
     """(ok, seconds, message): simclr_tf.main in its own process (a clean Keras state
     per run), its output kept in `model_dir/pretrain.log`."""
     os.makedirs(model_dir, exist_ok=True)
@@ -80,7 +80,7 @@ def run_study(study, seeds, root, data_dir, splits, num_classes, extra_flags=(),
                 log(f"[{done}/{total}] {cell.label}, seed {seed}: done before")
                 continue
             log(f"[{done}/{total}] {cell.label}, seed {seed}: pretraining in {model_dir}")
-            ok, seconds, message = pretrain(cell, seed, model_dir, data_dir, extra_flags, log)
+            ok, seconds, message = pretrain(cell, seed, model_dir, data_dir, extra_flags)
             result = {"cell": cell.key, "label": cell.label, "seed": seed}
             if ok:
                 start = time.perf_counter()
