@@ -34,7 +34,7 @@ def linear_probe_accuracy(
       train_x, test_x: float [N, D] features (standardised here with the training
         split's statistics).
       train_y, test_y: int [N] labels in [0, num_classes).
-      epochs, batch_size, learning_rate: Adam on the softmax cross-entropy, with a
+      epochs, batch_size, learning_rate: AdamW on the softmax cross-entropy, with a
         cosine decay of the learning rate to 0.
       weight_decay: AdamW's decoupled decay of the weights.
       seed: initialisation and shuffling.
@@ -43,7 +43,8 @@ def linear_probe_accuracy(
       (test accuracy, training accuracy), floats in [0, 1].
 
     Raises:
-      ValueError: mismatched lengths, non-2-D features, or labels out of range.
+      ValueError: mismatched lengths, non-2-D or non-finite features, or labels out
+        of range.
     """
     import keras
 

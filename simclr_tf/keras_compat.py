@@ -91,6 +91,7 @@ class ResumableTensorBoard(keras.callbacks.TensorBoard):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._global_train_batch = int(self.model.optimizer.iterations.numpy())
+        self._last_written = (0, {})
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
@@ -104,7 +105,7 @@ class ResumableTensorBoard(keras.callbacks.TensorBoard):
 
     def _window_means(self, count, logs):
         means = {m.name for m in self.model.metrics}
-        last_count, last = getattr(self, "_last_written", (0, {}))
+        last_count, last = self._last_written
         if count <= last_count:  # a new epoch this callback was not told of
             last_count, last = 0, {}
         out, now = dict(logs), {}

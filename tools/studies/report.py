@@ -27,6 +27,12 @@ def non_finite(results, kind):
     return sum(1 for r in results if r.get(kind, {}).get("non_finite"))
 
 
+def floor_results(seeds, root):
+    """The untrained network's results (runner.run_random_init), per seed that has one."""
+    results = [runner.read_eval(runner.random_init_dir(root, s)) for s in seeds]
+    return [r for r in results if r is not None]
+
+
 def mean_spread(numbers):
     """(mean, sample standard deviation or None for one value)."""
     if not numbers:
@@ -62,8 +68,7 @@ def table(study, seeds, root):
         note = f"{len(trained)}" + (f" (+{diverged} diverged)" if diverged else "")
         time_text = f"{statistics.fmean(seconds):.0f}" if seconds else "-"
         lines.append(f"| {cell.label} | {note} | " + " | ".join(cells) + f" | {time_text} |")
-    floor = [runner.read_eval(os.path.join(root, runner.RANDOM_INIT, f"seed_{s}")) for s in seeds]
-    floor = [r for r in floor if r is not None]
+    floor = floor_results(seeds, root)
     if floor:
         cells = [_format(values(floor, kind, metric)) for kind, metric in METRICS]
         lines.append(
@@ -114,8 +119,7 @@ def write_heatmap(seeds, root, out, kind="h", metric="linear_acc"):
     ax.set_xlabel("transformation (diagonal: alone)")
     ax.set_ylabel("transformation")
     title = f"{'linear' if metric == 'linear_acc' else 'kNN'} accuracy on {kind} (%)"
-    floor = [runner.read_eval(os.path.join(root, runner.RANDOM_INIT, f"seed_{s}")) for s in seeds]
-    floor_mean, _ = mean_spread(values([r for r in floor if r], kind, metric))
+    floor_mean, _ = mean_spread(values(floor_results(seeds, root), kind, metric))
     if floor_mean is not None:
         title += f"\nuntrained network: {floor_mean * 100:.1f}"
     ax.set_title(title)

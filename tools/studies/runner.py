@@ -100,6 +100,10 @@ def run_study(study, seeds, root, data_dir, splits, num_classes, extra_flags=(),
 RANDOM_INIT = "random_init"
 
 
+def random_init_dir(root, seed):
+    return os.path.join(root, RANDOM_INIT, f"seed_{seed}")
+
+
 def base_config(extra_flags=()):
     """The Config of the base recipe (flags/study_cpu.cfg), as simclr_tf.main reads it."""
     from absl import flags
@@ -120,7 +124,7 @@ def run_random_init(seeds, root, splits, num_classes, extra_flags=(), log=print)
     config = base_config(extra_flags)
     train, test = splits
     for seed in seeds:
-        path = os.path.join(root, RANDOM_INIT, f"seed_{seed}")
+        path = random_init_dir(root, seed)
         if read_eval(path) is not None:
             continue
         features = evaluate.random_init_features(config, [train, test], seed)
