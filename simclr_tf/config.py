@@ -12,6 +12,7 @@ MODES = ("pretrain", "linear_eval", "finetune", "supervised", "distill", "eval",
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("lars", "momentum", "adam")
+WEIGHT_DECAY_MODES = ("reference", "decoupled")
 LR_SCALINGS = ("linear", "sqrt", "none")
 PROJ_HEAD_MODES = ("nonlinear", "linear", "none")
 LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")
@@ -83,6 +84,10 @@ class OptimConfig:
     lr_scaling: str = "linear"
     warmup_epochs: float = 10.0
     weight_decay: float = 1e-6
+    # reference: as google-research/simclr (LARS decays in its update, plus an L2 term
+    # on the classifier kernel; other optimizers: an L2 term on every non-BN variable).
+    # decoupled: the optimizer alone (LARS in its update, SGD and AdamW decoupled).
+    weight_decay_mode: str = "reference"
     momentum: float = 0.9
 
 

@@ -92,6 +92,10 @@ HELP = {
     "lr_scaling": "linear (lr*B/256), sqrt (lr*sqrt(B)) or none.",
     "warmup_epochs": "Linear warmup length in epochs.",
     "weight_decay": "Weight decay (BN and biases excluded).",
+    "weight_decay_mode": "reference: decay as google-research/simclr applies it (LARS in "
+    "its update plus an L2 term on the classifier kernel; momentum and adam: an L2 term "
+    "on every non-BN variable in the loss). decoupled: the optimizer alone (LARS in its "
+    "update, SGD and AdamW decoupled; classifiers not decayed).",
     "momentum": "Optimizer momentum.",
     "teacher": "--mode=distill: the frozen teacher, a classifier run directory "
     "(finetune, linear_eval, supervised, distill) or a SavedModel from --mode=export.",

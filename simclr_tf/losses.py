@@ -7,8 +7,13 @@ its `[2n, 2N]` logits in blocks of `BLOCK_ROWS` anchors, forward and backward (a
 custom gradient recomputes each block), so even a global batch of 8192 (a 16384 x
 16384 matrix, 1 GiB in float32) never holds more than one block of it. The
 ablation losses (NT-Logistic, margin triplet) form the whole `[2n, 2N]` matrix.
-The returned loss is the local mean; the train step divides by the replica count
-once, which makes the summed gradients equal the single-device ones.
+
+Every loss is on the reference implementation's scale: the mean over the local n
+positive pairs of the sum of both directions' terms (a -> b and b -> a), i.e. twice
+the mean over the 2n anchors. The scale matters: LARS' trust ratio cancels it for the
+adapted weights but not for BN, biases and the heads, and plain momentum sees it
+whole. The train step divides by the replica count once, which makes the summed
+gradients equal the single-device ones.
 """
 
 import typing
@@ -16,6 +21,7 @@ import typing
 import tensorflow as tf
 
 LARGE_NUM = 1e9
+DIRECTIONS = 2.0  # per positive pair: a -> b plus b -> a (the reference's loss_a + loss_b)
 BLOCK_ROWS = 1024  # anchors per logits block: 1024 x 2N floats (64 MiB at 2N = 16384)
 
 
@@ -187,7 +193,8 @@ def nt_xent(z1, z2, temperature, normalize=True, block_rows=BLOCK_ROWS):
       block_rows: anchors per logits block (memory: block_rows x 2N floats).
 
     Returns:
-      (loss, metrics): the float32 scalar mean over the local 2n anchors, and
+      (loss, metrics): the float32 scalar mean over the local n pairs of both
+      directions' cross-entropies (the reference's mean(loss_a + loss_b)), and
       {"contrast_acc", "contrast_entropy"} float32 scalars over the cross-view logits.
     """
     v = _views(z1, z2, normalize)
@@ -195,7 +202,7 @@ def nt_xent(z1, z2, temperature, normalize=True, block_rows=BLOCK_ROWS):
         v.anchors, v.candidates, v.positive, v.self_index, temperature, block_rows
     )
     return (
-        tf.reduce_mean(per_anchor),
+        DIRECTIONS * tf.reduce_mean(per_anchor),
         _blockwise_metrics(v.z1, tf.stop_gradient(v.z2_all), temperature, block_rows),
     )
 
@@ -213,7 +220,7 @@ def nt_logistic(z1, z2, temperature, normalize=True):
     pos = tf.reduce_sum(logits * pos_mask, axis=1)
     neg_terms = tf.math.log_sigmoid(-logits) * neg_mask
     neg = tf.reduce_sum(neg_terms, axis=1) / tf.reduce_sum(neg_mask, axis=1)
-    return tf.reduce_mean(-tf.math.log_sigmoid(pos) - neg), _metrics(cross)
+    return DIRECTIONS * tf.reduce_mean(-tf.math.log_sigmoid(pos) - neg), _metrics(cross)
 
 
 def margin_triplet(z1, z2, temperature=1.0, normalize=True, margin=1.0):
@@ -223,7 +230,7 @@ def margin_triplet(z1, z2, temperature=1.0, normalize=True, margin=1.0):
     pos = tf.reduce_sum(logits * pos_mask, axis=1, keepdims=True)
     hinge = tf.nn.relu(logits - pos + margin) * neg_mask
     loss = tf.reduce_sum(hinge, axis=1) / tf.reduce_sum(neg_mask, axis=1)
-    return tf.reduce_mean(loss), _metrics(cross / temperature)
+    return DIRECTIONS * tf.reduce_mean(loss), _metrics(cross / temperature)
 
 
 LOSSES = {"nt_xent": nt_xent, "nt_logistic": nt_logistic, "margin_triplet": margin_triplet}

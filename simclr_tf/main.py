@@ -20,6 +20,7 @@ ENUMS = {
     "strategy": cfg.STRATEGIES,
     "precision": cfg.PRECISIONS,
     "optimizer": cfg.OPTIMIZERS,
+    "weight_decay_mode": cfg.WEIGHT_DECAY_MODES,
     "lr_scaling": cfg.LR_SCALINGS,
     "proj_head_mode": cfg.PROJ_HEAD_MODES,
     "loss": cfg.LOSSES,

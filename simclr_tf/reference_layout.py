@@ -40,6 +40,15 @@ SKIPPED = (
     re.compile(r"^ema_model/"),  # the released v2 files' moving-average copy
 )
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+# TF2 block attributes: the shortcut's layers are created before the residual branch's
+# (bottleneck blocks: projection_layers, conv_relu_dropblock_layers; basic blocks:
+# shortcut_layers, conv2d_bn_layers).
+_TF2_BLOCK_SECTIONS = {
+    "projection_layers": 0,
+    "shortcut_layers": 0,
+    "conv_relu_dropblock_layers": 1,
+    "conv2d_bn_layers": 1,
+}
 # TF2 selective-kernel layer: its tensors in the order the TF1 code creates them.
 _TF2_SK_ORDER = {
     "conv2d_fixed_padding": 0,
@@ -101,11 +110,8 @@ def _tf2_order(path):
     parts = path.split("/")
     if parts[0] == "initial_conv_relu_max_pool":
         return (0, int(parts[1]), 0, 0, 0)
-    if parts[0] == "block_groups" and parts[4] in (
-        "projection_layers",
-        "conv_relu_dropblock_layers",
-    ):
-        section = 0 if parts[4] == "projection_layers" else 1
+    if parts[0] == "block_groups" and parts[4] in _TF2_BLOCK_SECTIONS:
+        section = _TF2_BLOCK_SECTIONS[parts[4]]
         sub = _TF2_SK_ORDER.get(parts[6], 0) if len(parts) > 7 else 0
         return (1 + int(parts[1]), int(parts[3]), section, int(parts[5]), sub)
     raise KeyError(path)
@@ -205,18 +211,14 @@ def conv_shapes(depth, width_multiplier, sk_ratio=0.0, cifar_stem=False):
 
     Its blocks create the projection shortcut first, in the first block of every group
     (block_group1 included); with sk_ratio > 0 the stem is ResNet-D's three 3x3 convs
-    and each bottleneck's 3x3 conv is a selective kernel: one 3x3 conv with both
-    branches (2f outputs), a 1x1 "fc" conv to max(f * sk_ratio, 32) and a 1x1 mixing
-    conv back to 2f.
+    (unless it is the CIFAR stem), shortcuts average-pool before their 1x1 conv (no
+    weights change), and each bottleneck's 3x3 conv is a selective kernel: one 3x3
+    conv with both branches (2f outputs), a 1x1 "fc" conv to max(f * sk_ratio, 32) and
+    a 1x1 mixing conv back to 2f. Basic blocks (ResNet-18/34) keep plain 3x3 convs.
     """
     if depth not in BLOCKS:
         raise ValueError(f"depth must be one of {RESNET_DEPTHS}")
     bottleneck = depth >= 50
-    if sk_ratio > 0 and not bottleneck:
-        raise ValueError(
-            "the reference code builds selective kernels in bottleneck "
-            "blocks only (ResNet-50 and deeper)"
-        )
     w = int(width_multiplier)
     shapes = []
     if cifar_stem:
@@ -263,13 +265,18 @@ def infer_architecture(layout, sk_ratio=None):
         raise LayoutError("the first conv is not an RGB stem")
     kh, _, _, stem_out = found[0]
     for depth in BLOCKS:
-        for cifar_stem, sk in ((kh == 3, False), (False, True), (True, True)):
-            if sk and depth < 50:
-                continue
+        # An explicit ratio > 0 is tried first: a CIFAR-stem ResNet-18/34 with
+        # selective-kernel settings has exactly the shapes of one without.
+        candidates = [(kh == 3, False), (False, True), (True, True)]
+        if sk_ratio:
+            candidates = candidates[1:] + candidates[:1]
+        for cifar_stem, sk in candidates:
             width = stem_out // (32 if sk and not cifar_stem else 64)
             ratio = 0.0
             if sk:
                 ratio = sk_ratio if sk_ratio is not None else _sk_ratio(found, width)
+                if ratio <= 0:
+                    continue
             if width >= 1 and conv_shapes(depth, width, ratio, cifar_stem) == found:
                 return depth, float(width), ratio, cifar_stem
     raise LayoutError(

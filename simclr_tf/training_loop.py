@@ -37,7 +37,9 @@ def compile_for_run(model, config: Config, total_steps, steps_per_epoch):
             total_steps,
         )
     schedule = schedules.warmup_cosine(peak, warmup, total_steps)
-    optimizer = optimizers.build_optimizer(o.optimizer, schedule, o.momentum, o.weight_decay)
+    optimizer = optimizers.build_optimizer(
+        o.optimizer, schedule, o.momentum, o.weight_decay, o.weight_decay_mode
+    )
     model.compile(optimizer=optimizer, jit_compile=config.run.jit_compile)
     optimizer.build(model.trainable_variables)
     return model

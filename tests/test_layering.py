@@ -47,7 +47,7 @@ ALLOWED = {
     "models.conv": set(),
     "models.resnet": {"models.batch_norm", "models.conv"},
     "models.heads": {"models.batch_norm"},
-    "models.step_models": {"keras_compat", "models.heads", "models.resnet"},
+    "models.step_models": {"keras_compat", "models.heads", "models.resnet", "optim.lars"},
     "models.distillation": {"losses", "models.step_models"},
     "models.builders": {
         "config",

@@ -24,13 +24,32 @@ def _numpy_pairs(z1, z2, temperature, normalize=True):
 
 
 def numpy_nt_xent(z1, z2, temperature, normalize=True):
+    """Sum of the 2N anchors' cross-entropies over the N positive pairs (the reference's
+    scale: each pair counts both directions)."""
     sim, positive = _numpy_pairs(z1, z2, temperature, normalize)
     total = 0.0
     for i in range(len(sim)):
         others = [j for j in range(len(sim)) if j != i]
         denominator = np.sum(np.exp(sim[i, others]))
         total += -np.log(np.exp(sim[i, positive[i]]) / denominator)
-    return total / len(sim)
+    return total / len(z1)
+
+
+def _log_softmax(x):
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def reference_form_nt_xent(z1, z2, temperature):
+    """google-research/simclr's `add_contrastive_loss` as its code writes it: logits
+    [ab, aa - 1e9 I] and [ba, bb - 1e9 I], loss = mean(loss_a + loss_b)."""
+    z1, z2 = _normalize(z1.astype(np.float64)), _normalize(z2.astype(np.float64))
+    n, eye = len(z1), np.eye(len(z1))
+    ab, ba = z1 @ z2.T / temperature, z2 @ z1.T / temperature
+    aa, bb = z1 @ z1.T / temperature - 1e9 * eye, z2 @ z2.T / temperature - 1e9 * eye
+    loss_a = -_log_softmax(np.concatenate([ab, aa], 1))[np.arange(n), np.arange(n)]
+    loss_b = -_log_softmax(np.concatenate([ba, bb], 1))[np.arange(n), np.arange(n)]
+    return np.mean(loss_a + loss_b)
 
 
 def _data(n=6, d=5, seed=0):
@@ -63,6 +82,16 @@ def test_nt_xent_without_l2_normalisation_matches_numpy(temperature):
     assert float(loss) != pytest.approx(numpy_nt_xent(z1, z2, temperature), rel=1e-2)
 
 
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_nt_xent_is_the_reference_s_loss_a_plus_loss_b(temperature):
+    z1, z2 = _data(n=7, d=4, seed=2)
+    loss, _ = losses.nt_xent(z1, z2, temperature)
+    expected = reference_form_nt_xent(z1, z2, temperature)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Not the mean over the 2N anchors, which is half of it.
+    assert float(loss) != pytest.approx(expected / 2, rel=0.1)
+
+
 def test_perfect_views_give_low_loss_and_full_accuracy():
     z = np.eye(8, dtype=np.float32)
     loss, metrics = losses.nt_xent(z, z, 0.1)
@@ -83,9 +112,13 @@ def test_nt_logistic_and_margin_triplet_match_numpy():
         )
         raw = sim[i] * t
         triplet.append(np.mean(np.maximum(raw[negatives] - raw[positive[i]] + margin, 0)))
-    assert float(losses.nt_logistic(z1, z2, t)[0]) == pytest.approx(np.mean(logistic), rel=1e-5)
+    # Per positive pair, both directions (the NT-Xent scale).
+    pairs = len(z1)
+    assert float(losses.nt_logistic(z1, z2, t)[0]) == pytest.approx(
+        np.sum(logistic) / pairs, rel=1e-5
+    )
     assert float(losses.margin_triplet(z1, z2, t, margin=margin)[0]) == pytest.approx(
-        np.mean(triplet), rel=1e-5
+        np.sum(triplet) / pairs, rel=1e-5
     )
 
 
@@ -139,7 +172,7 @@ def _numpy_nt_xent_vectorised(z1, z2, temperature):
     sim, positive = _numpy_pairs(z1, z2, temperature)
     np.fill_diagonal(sim, -np.inf)
     log_denominator = np.log(np.sum(np.exp(sim - sim.max(1, keepdims=True)), axis=1)) + sim.max(1)
-    return np.mean(log_denominator - sim[np.arange(len(sim)), positive])
+    return np.sum(log_denominator - sim[np.arange(len(sim)), positive]) / len(z1)
 
 
 @pytest.mark.parametrize("block_rows", [1, 4, 5, 1024])

@@ -59,9 +59,17 @@ def pretrain_model(config: Config, num_classes):
         build_projection_head(config),
         contrastive_loss_fn(config),
         num_classes,
-        weight_decay=config.optim.weight_decay,
+        weight_decay=loss_weight_decay(config),
     )
     return _built(model, config)
+
+
+def loss_weight_decay(config: Config):
+    """The coefficient of the reference's L2 term in the loss: `--weight_decay` as the
+    reference applies it, 0 when `--weight_decay_mode=decoupled` leaves decay to the
+    optimizer alone."""
+    o = config.optim
+    return o.weight_decay if o.weight_decay_mode == "reference" else 0.0
 
 
 def _classifier(cls, config: Config, num_classes, **kwargs):
@@ -73,6 +81,7 @@ def _classifier(cls, config: Config, num_classes, **kwargs):
         num_classes,
         projection_head=head,
         head_layer=m.ft_proj_selector,
+        weight_decay=loss_weight_decay(config),
         **kwargs,
     )
     _built(model, config)

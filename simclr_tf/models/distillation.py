@@ -54,11 +54,12 @@ class DistillationModel(ClassifierModel):
                 label_loss, accuracy, _ = masked_cross_entropy(data["label"], logits)
                 loss += self.label_weight * label_loss
                 values.update(label_loss=label_loss, accuracy=accuracy)
+            loss += self._weight_decay_term()
             scaled = self._scaled(loss)
-        self._apply(tape, scaled)
+        learning_rate = self._apply(tape, scaled)
         agree = tf.equal(tf.argmax(logits, -1), tf.argmax(teacher, -1))
         values.update(loss=loss, teacher_agreement=tf.reduce_mean(tf.cast(agree, tf.float32)))
         self._update(values)
         logs = {name: self._trackers[name].result() for name in values}
-        logs["learning_rate"] = self.optimizer.learning_rate
+        logs["learning_rate"] = learning_rate
         return self.step_logs(logs)

@@ -105,8 +105,10 @@ class _Builder:
         return self.bn(self.conv(x, filters, 1, strides), relu=False)
 
     def basic_block(self, x, filters, strides, project):
+        """The reference's basic block keeps plain 3x3 convs even with sk_ratio > 0
+        (selective kernels replace bottleneck 3x3 convs only)."""
         shortcut = self.shortcut(x, filters, strides) if project else x
-        x = self.conv3x3(x, filters, strides)
+        x = self.bn(self.conv(x, filters, 3, strides))
         x = self.bn(self.conv(x, filters, 3), relu=False, zero_gamma=True)
         return layers.ReLU()(layers.Add()([x, shortcut]))
 

@@ -4,8 +4,9 @@
 `logits`/`probabilities` where they exist), never tuples that change with a mode.
 A hand-written loss is divided by the replica count in exactly one place, the step,
 because Keras 3 sums gradients across replicas. `compile()` keeps BN, biases and the
-linear classifiers out of weight decay (and LARS adaptation) whatever optimizer is
-given, so a model built by hand is trained as the paper trains it.
+linear classifiers out of the optimizer's weight decay (and LARS adaptation) whatever
+optimizer is given, and adds the reference implementation's L2 term to the loss
+(`loss_decay_variables`), so a model built by hand is trained as the paper trains it.
 """
 
 import keras
@@ -13,6 +14,7 @@ import tensorflow as tf
 
 from simclr_tf import keras_compat
 from simclr_tf.models import heads, resnet
+from simclr_tf.optim.lars import LARS
 
 
 def _num_replicas():
@@ -43,32 +45,69 @@ def masked_cross_entropy(labels, logits):
     )
 
 
+def _classifiers(model):
+    return [h for h in (getattr(model, n, None) for n in ("probe", "linear_head")) if h]
+
+
+def _bn_variables(model):
+    return [
+        v
+        for layer in keras_compat.all_sublayers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for v in (layer.gamma, layer.beta)
+        if v is not None
+    ]
+
+
 def no_decay_variables(model):
     """BN, bias and linear-classifier variables, chosen by object (never by name).
 
-    The classifier (probe or linear head) starts at zero, where LARS' trust ratio
+    The classifier (probe or linear head) starts near zero, where LARS' trust ratio
     would keep it near zero; the reference implementation excludes it too.
     """
-    chosen = []
-    for name in ("probe", "linear_head"):
-        head = getattr(model, name, None)
-        if head is not None:
-            chosen += list(head.trainable_variables)
+    chosen = [v for head in _classifiers(model) for v in head.trainable_variables]
+    chosen += _bn_variables(model)
     for layer in keras_compat.all_sublayers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            chosen += [v for v in (layer.gamma, layer.beta) if v is not None]
-        elif getattr(layer, "bias", None) is not None:
-            chosen.append(layer.bias)
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            if getattr(layer, "bias", None) is not None:
+                chosen.append(layer.bias)
     return chosen
 
 
+def loss_decay_variables(model, optimizer):
+    """The variables whose `weight_decay * sum(v**2) / 2` the reference adds to the loss
+    (its `add_weight_decay`): with LARS, which decays the others itself, the classifier
+    kernels; with any other optimizer every trainable variable but batch norm's."""
+    trainable = {id(v) for v in model.trainable_variables}
+    if isinstance(optimizer, LARS):
+        chosen = [h.kernel for h in _classifiers(model)]
+    else:
+        bn = {id(v) for v in _bn_variables(model)}
+        chosen = [v for v in model.trainable_variables if id(v) not in bn]
+    return [v for v in chosen if id(v) in trainable]
+
+
+class _Untracked:
+    """Variables a built model refers to without Keras tracking them again."""
+
+    def __init__(self, variables):
+        self.variables = tuple(variables)
+
+
 class _StepModel(keras_compat.StepModel):
-    """Shared bits: named Mean trackers, weight-decay exclusions and the update."""
+    """Shared bits: named Mean trackers, weight decay, exclusions and the update.
+
+    `weight_decay` is the coefficient of the reference's L2 term in the loss
+    (`loss_decay_variables`); 0 leaves decay to the optimizer alone.
+    """
+
+    weight_decay = 0.0
 
     def compile(self, optimizer="rmsprop", **kwargs):
         """`keras.Model.compile`, then BN, bias and classifier variables (chosen by
         object, `no_decay_variables`) are excluded from the optimizer's weight decay
-        and LARS adaptation, on top of any exclusions the optimizer already has.
+        and LARS adaptation, on top of any exclusions the optimizer already has, and
+        the variables of the L2 term in the loss are chosen for this optimizer.
 
         Args:
           optimizer: a Keras optimizer (e.g. `simclr_tf.LARS`) or its name; it must
@@ -77,6 +116,16 @@ class _StepModel(keras_compat.StepModel):
         """
         super().compile(optimizer=optimizer, **kwargs)
         keras_compat.exclude_from_weight_decay(self.optimizer, no_decay_variables(self))
+        self._loss_decayed = _Untracked(loss_decay_variables(self, self.optimizer))
+
+    def _weight_decay_term(self):
+        """The reference's `add_weight_decay`: weight_decay * sum(v**2) / 2 (float32)."""
+        decayed = getattr(self, "_loss_decayed", _Untracked(())).variables
+        if not self.weight_decay or not decayed:
+            return tf.constant(0.0)
+        return self.weight_decay * tf.add_n(
+            [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed]
+        )
 
     @staticmethod
     def _unpack(data):
@@ -108,9 +157,13 @@ class _StepModel(keras_compat.StepModel):
         return self.optimizer.scale_loss(loss / _num_replicas())
 
     def _apply(self, tape, scaled):
+        """Applies the gradients; returns the learning rate this update used."""
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        learning_rate = tf.identity(self.optimizer.learning_rate)
+        with tf.control_dependencies([learning_rate]):
+            self.optimizer.apply(grads, variables)
+        return learning_rate
 
 
 class PretrainModel(_StepModel):
@@ -124,7 +177,9 @@ class PretrainModel(_StepModel):
         `functools.partial(nt_xent, temperature=0.5)`.
       num_classes: > 0 adds the online linear probe on stop-gradient(h), trained with
         the labels in each batch (the paper's monitor; examples labelled -1 skip it).
-      weight_decay: reported as the `weight_decay` metric (the optimizer applies it).
+      weight_decay: the coefficient of the reference's L2 term in the loss (with
+        LARS: on the probe's kernel; see `loss_decay_variables`), reported as the
+        `weight_decay` metric.
 
     Train on batches of {"view1", "view2": float [B, H, W, 3], "label": int [B]}
     (`pretrain_dataset`). Calling the model on images returns the encoder's
@@ -154,13 +209,6 @@ class PretrainModel(_StepModel):
             out["probe_logits"] = self.probe(tf.stop_gradient(out["final_avg_pool"]))
         return out
 
-    def _weight_decay_term(self):
-        excluded = {id(v) for v in no_decay_variables(self)}
-        decayed = [v for v in self.trainable_variables if id(v) not in excluded]
-        return self.weight_decay * tf.add_n(
-            [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed]
-        )
-
     def train_step(self, data):
         data = self._unpack(data)
         images = tf.concat([data["view1"], data["view2"]], axis=0)
@@ -175,11 +223,13 @@ class PretrainModel(_StepModel):
                 probe_loss, probe_acc, _ = masked_cross_entropy(labels, out["probe_logits"])
                 loss += probe_loss
                 values.update(probe_loss=probe_loss, probe_acc=probe_acc)
+            decay = self._weight_decay_term()
+            loss += decay
             scaled = self._scaled(loss)
-        self._apply(tape, scaled)
-        values.update(loss=loss, weight_decay=self._weight_decay_term())
+        learning_rate = self._apply(tape, scaled)
+        values.update(loss=loss, weight_decay=decay)
         self._update(values)
-        return self._logs({"learning_rate": self.optimizer.learning_rate})
+        return self._logs({"learning_rate": learning_rate})
 
     def test_step(self, data):
         """Linear-probe accuracy on eval images (the paper's pretraining monitor)."""
@@ -204,6 +254,8 @@ class ClassifierModel(_StepModel):
       freeze_encoder: linear eval: no gradients into the encoder, BN in inference mode.
       fine_tune_after_block: k >= 0 freezes the encoder up to block group k (0: the
         stem only); -1 trains all of it.
+      weight_decay: the coefficient of the reference's L2 term in the loss
+        (`loss_decay_variables`), reported as the `weight_decay` metric.
 
     Train on batches of {"image": float [B, H, W, 3], "label": int [B]}; calling it
     returns the encoder's endpoints plus `logits` and `probabilities` ([B, classes]).
@@ -217,9 +269,11 @@ class ClassifierModel(_StepModel):
         head_layer=0,
         freeze_encoder=False,
         fine_tune_after_block=-1,
+        weight_decay=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.weight_decay = weight_decay
         if head_layer > 0 and projection_head is None:
             raise ValueError("head_layer > 0 needs a projection head")
         if head_layer > 0 and head_layer >= projection_head.num_outputs:
@@ -243,7 +297,7 @@ class ClassifierModel(_StepModel):
                 else f"block_group{fine_tune_after_block}"
             )
             resnet.freeze_through(encoder, endpoint)
-        self._trackers_for(["loss", "accuracy"])
+        self._trackers_for(["loss", "accuracy", "weight_decay"])
 
     def freeze_unused_head_layers(self):
         """Head layers past the one the classifier reads get no gradient; once built."""
@@ -268,14 +322,15 @@ class ClassifierModel(_StepModel):
         with tf.GradientTape() as tape:
             logits = self(data["image"], training=True)["logits"]
             loss, accuracy, _ = masked_cross_entropy(data["label"], logits)
-            scaled = self._scaled(loss)
-        self._apply(tape, scaled)
-        self._update({"loss": loss, "accuracy": accuracy})
-        return self._logs({"learning_rate": self.optimizer.learning_rate})
+            decay = self._weight_decay_term()
+            scaled = self._scaled(loss + decay)
+        learning_rate = self._apply(tape, scaled)
+        self._update({"loss": loss + decay, "accuracy": accuracy, "weight_decay": decay})
+        return self._logs({"learning_rate": learning_rate})
 
     def test_step(self, data):
         data = self._unpack(data)
         logits = self(data["image"], training=False)["logits"]
         loss, accuracy, count = masked_cross_entropy(data["label"], logits)
         self._update({"loss": loss, "accuracy": accuracy}, count)
-        return self._logs()
+        return {k: v for k, v in self._logs().items() if k in ("loss", "accuracy")}
