@@ -31,9 +31,13 @@ class NonFiniteLoss(keras.callbacks.Callback):
             self._diverged()
 
     def weights_finite(self):
-        """True if every weight is finite; else marks the divergence and stops."""
+        """True if every variable is finite (BN moving statistics and the optimizer's
+        slots included); else marks the divergence and stops."""
+        variables = list(self.model.variables) + list(self.model.optimizer.variables)
         finite = all(
-            bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.model.trainable_variables
+            bool(tf.reduce_all(tf.math.is_finite(v)))
+            for v in variables
+            if tf.as_dtype(v.dtype).is_floating
         )
         if not finite and self.step is None:
             self._diverged()
@@ -45,27 +49,32 @@ class NonFiniteLoss(keras.callbacks.Callback):
 
 
 class SaveCheckpoint(keras.callbacks.Callback):
+    """Saves at the end of every checkpoint loop and of training. `save_now` is the one
+    save path of a run (preemption saves call it too), so nothing non-finite is saved."""
+
     def __init__(self, manager, guard=None):
         super().__init__()
         self.manager = manager
         self.guard = guard  # a NonFiniteLoss: nothing is saved once it fired
         self.last_saved = None
 
-    def _save(self):
+    def save_now(self):
+        """Saves the current step unless the run diverged; returns the path or None."""
         if self.guard is not None and (
             self.guard.step is not None or not self.guard.weights_finite()
         ):
-            return
+            return None
         step = int(self.model.optimizer.iterations.numpy())
         if step != self.last_saved:
-            self.manager.save(step)
             self.last_saved = step
+            return self.manager.save(step)
+        return None
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save()
+        self.save_now()
 
     def on_train_end(self, logs=None):
-        self._save()
+        self.save_now()
 
 
 class StopAtStep(keras.callbacks.Callback):

@@ -128,7 +128,14 @@ def build_model(layout, config, num_classes):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     expected = {id(v) for v in model.weights}
-    pairs = weight_pairs(model, layout)
+    try:
+        pairs = weight_pairs(model, layout)
+    except KeyError as error:
+        arch = config.model
+        raise ConversionError(
+            f"the checkpoint's layers do not fit a ResNet-{arch.depth} "
+            f"{arch.width_multiplier:g}x (sk_ratio {arch.sk_ratio:g}): no layer {error}"
+        ) from None
     for variable, key in pairs:
         if list(variable.shape) != layout.shapes[key]:
             raise ConversionError(
@@ -166,6 +173,12 @@ def convert(input_path, output_dir, image_size=None, sk_ratio=None, **model_over
     layout = reference_layout.read_layout(reader.get_variable_to_shape_map())
     config, num_classes = run_config(layout, output_dir, image_size, sk_ratio, **model_overrides)
     model, pairs = build_model(layout, config, num_classes)
+    unaccounted = sorted(set(layout.shapes) - {k for _, k in pairs} - set(layout.skipped))
+    if unaccounted:
+        raise ConversionError(
+            f"{len(unaccounted)} tensors would be neither converted nor skipped "
+            f"(first: {unaccounted[0]})"
+        )
     for variable, key in pairs:
         variable.assign(reader.get_tensor(key).astype(np.float32))
     tf.io.gfile.makedirs(output_dir)
@@ -181,6 +194,7 @@ def convert(input_path, output_dir, image_size=None, sk_ratio=None, **model_over
         "mapped_tensors": len(pairs),
         "mapped_values": int(sum(np.prod(layout.shapes[k]) for _, k in pairs)),
         "skipped_tensors": len(layout.skipped),
+        "skipped_kinds": reference_layout.skipped_kinds(layout.skipped),
         "skipped": layout.skipped,
     }
     run_dirs.write_json_atomic(

@@ -49,10 +49,14 @@ class SaveOnPreemption(keras.callbacks.Callback):
 
 
 @contextlib.contextmanager
-def saving_on_preemption(strategy, manager, model, model_dir):
+def saving_on_preemption(strategy, save_now, model_dir):
     """Yields the callbacks that make `fit` preemption-safe under `strategy` (none where
     it does not apply, or off the main thread, where no signal handler can be set);
-    restores the process's SIGTERM handler afterwards."""
+    restores the process's SIGTERM handler afterwards.
+
+    `save_now()` is the run's guarded save (`callbacks.SaveCheckpoint.save_now`): it
+    returns the checkpoint's path, or None when the run diverged and nothing may be
+    saved, so a preempted diverged worker never writes non-finite weights."""
     if not applies(strategy):
         yield []
         return
@@ -62,12 +66,10 @@ def saving_on_preemption(strategy, manager, model, model_dir):
         return
 
     def save():
-        step = int(model.optimizer.iterations.numpy())
-        path = manager.save(step)
+        path = save_now()
         logging.warning(
-            "Preempted: saved step %d (%s); exiting with %d so the job is restarted",
-            step,
-            path,
+            "Preempted: %s; exiting with %d so the job is restarted",
+            f"saved {path}" if path else "nothing saved (diverged, or this step is saved)",
             RESTARTABLE_EXIT_CODE,
         )
 

@@ -29,16 +29,22 @@ BLOCKS = {
     200: (3, 24, 36, 3),
 }
 SK_MIN_DIM = 32
-# Stored alongside the weights and deliberately not converted.
-SKIPPED = (
-    re.compile(r"(^|/)global_step$"),
-    re.compile(r"/Momentum$"),  # TF1 LARS / momentum slots
-    re.compile(r"(^|/)LARSOptimizer"),
-    re.compile(r"\.OPTIMIZER_SLOT/"),  # TF2 slots
-    re.compile(r"^optimizer/"),
-    re.compile(r"^(save_counter|_CHECKPOINTABLE_OBJECT_GRAPH)$"),
-    re.compile(r"^ema_model/"),  # the released v2 files' moving-average copy
-)
+# Stored alongside the weights and deliberately not converted, by kind.
+SKIPPED_KINDS = {
+    "step counters": (
+        re.compile(r"(^|/)global_step$"),
+        re.compile(r"^(save_counter|_CHECKPOINTABLE_OBJECT_GRAPH)$"),
+    ),
+    "optimizer slots": (
+        re.compile(r"/Momentum$"),  # TF1 LARS / momentum slots
+        re.compile(r"(^|/)LARSOptimizer"),
+        re.compile(r"\.OPTIMIZER_SLOT/"),  # TF2 slots
+        re.compile(r"^optimizer/"),
+    ),
+    # The released v2 files' exponential-moving-average copy of the weights.
+    "ema_model weights (moving averages, not converted)": (re.compile(r"^ema_model/"),),
+}
+SKIPPED = tuple(p for patterns in SKIPPED_KINDS.values() for p in patterns)
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # TF2 block attributes: the shortcut's layers are created before the residual branch's
 # (bottleneck blocks: projection_layers, conv_relu_dropblock_layers; basic blocks:
@@ -57,6 +63,16 @@ _TF2_SK_ORDER = {
     "batch_norm_relu_1": 3,
     "conv2d_1": 4,
 }
+
+
+def skipped_kinds(keys):
+    """{kind: count} of skipped checkpoint keys (`SKIPPED_KINDS`)."""
+    counts = {}
+    for key in keys:
+        path = key.removesuffix(_TF2_SUFFIX)
+        kind = next(k for k, ps in SKIPPED_KINDS.items() if any(p.search(path) for p in ps))
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 class LayoutError(ValueError):

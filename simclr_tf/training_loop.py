@@ -110,18 +110,15 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
     )
     stopper = callbacks.StopAtStep(total_steps)
     diverged = callbacks.NonFiniteLoss()
-    cbs = list(extra_callbacks) + [
-        diverged,
-        stopper,
-        callbacks.SaveCheckpoint(manager, guard=diverged),
-    ]
+    saver = callbacks.SaveCheckpoint(manager, guard=diverged)
+    cbs = list(extra_callbacks) + [diverged, stopper, saver]
     if chief:
         cbs.append(
             keras_compat.ResumableTensorBoard(
                 os.path.join(r.model_dir, SUMMARY_DIR), update_freq=r.summary_steps
             )
         )
-    with preemption.saving_on_preemption(strategy, manager, model, r.model_dir) as saving:
+    with preemption.saving_on_preemption(strategy, saver.save_now, r.model_dir) as saving:
         return _fit_loop(model, strategy, dataset_fn, step, total_steps, loop, cbs + saving)
 
 

@@ -89,3 +89,43 @@ def test_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     fresh = checkpoints.CheckpointManager({"v": variable}, str(tmp_path))
     assert fresh.restore_latest().endswith("ckpt-1")
     np.testing.assert_array_equal(variable.numpy(), np.arange(4))
+
+
+def _tiny_pretrain_model():
+    import functools
+
+    from simclr_tf import LARS, losses
+    from simclr_tf.models import heads, resnet, step_models
+
+    model = step_models.PretrainModel(
+        resnet.resnet(18, 0.125, cifar_stem=True, input_shape=(8, 8, 3)),
+        heads.ProjectionHead(num_layers=2, out_dim=8),
+        functools.partial(losses.nt_xent, temperature=0.5),
+        num_classes=3,
+    )
+    model(tf.zeros([1, 8, 8, 3]))
+    model.compile(optimizer=LARS(0.1, weight_decay=1e-4))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_a_non_finite_batch_norm_statistic_is_never_saved(tmp_path):
+    """Moving statistics are not trainable, yet a NaN there is a diverged model: the
+    run's one save path (also the preemption save's) refuses it and keeps the good
+    checkpoint."""
+    from simclr_tf import callbacks
+
+    model = _tiny_pretrain_model()
+    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path))
+    guard = callbacks.NonFiniteLoss()
+    saver = callbacks.SaveCheckpoint(manager, guard=guard)
+    for callback in (guard, saver):
+        callback.set_model(model)
+    assert saver.save_now() is not None  # step 0, finite: saved
+    moving = next(v for v in model.non_trainable_variables if "moving_variance" in v.path)
+    moving.assign(tf.fill(moving.shape, float("nan")))
+    model.optimizer.iterations.assign(5)
+    assert saver.save_now() is None
+    assert guard.step == 5 and model.stop_training
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    assert latest is not None and latest.endswith("-0")

@@ -55,6 +55,7 @@ def main(argv):
         print(f"convert_checkpoint: error: {error}", file=sys.stderr)
         return 2
     arch = report["architecture"]
+    kinds = ", ".join(f"{n} {kind}" for kind, n in report["skipped_kinds"].items())
     print(
         f"convert_checkpoint: {report['format']} checkpoint {report['source']}: "
         f"ResNet-{arch['depth']} {arch['width_multiplier']:g}x sk_ratio "
@@ -65,7 +66,7 @@ def main(argv):
     print(
         f"convert_checkpoint: {report['mapped_tensors']} tensors "
         f"({report['mapped_values']:,} values) converted; {report['skipped_tensors']} "
-        f"skipped (optimizer slots and step counters, listed in "
+        f"skipped ({kinds or 'none'}; listed in "
         f"{os.path.join(FLAGS.output_dir, 'conversion.json')})"
     )
     print(f"convert_checkpoint: wrote {report['checkpoint']}")
