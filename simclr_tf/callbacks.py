@@ -59,7 +59,8 @@ class SaveCheckpoint(keras.callbacks.Callback):
         self.last_saved = None
 
     def save_now(self):
-        """Saves the current step unless the run diverged; returns the path or None."""
+        """Saves the current step unless the run diverged; returns (step, path), or
+        None when nothing was saved (diverged, or this step is saved already)."""
         if self.guard is not None and (
             self.guard.step is not None or not self.guard.weights_finite()
         ):
@@ -67,7 +68,7 @@ class SaveCheckpoint(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         if step != self.last_saved:
             self.last_saved = step
-            return self.manager.save(step)
+            return step, self.manager.save(step)
         return None
 
     def on_epoch_end(self, epoch, logs=None):

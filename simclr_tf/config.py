@@ -118,6 +118,7 @@ class RunConfig:
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
     init_checkpoint: str | None = None
+    allow_random_encoder: bool = False  # linear_eval without --init_checkpoint (the floor)
     strategy: str = "default"
     num_logical_devices: int = 0
     tpu: str | None = None

@@ -92,6 +92,8 @@ HELP = {
     "lr_scaling": "linear (lr*B/256), sqrt (lr*sqrt(B)) or none.",
     "warmup_epochs": "Linear warmup length in epochs.",
     "weight_decay": "Weight decay (BN and biases excluded).",
+    "allow_random_encoder": "linear_eval: train the probe on an untrained encoder when no "
+    "--init_checkpoint is given (the random-init floor); otherwise that is refused.",
     "weight_decay_mode": "reference: decay as google-research/simclr applies it (LARS in "
     "its update plus an L2 term on the classifier kernel; momentum and adam: an L2 term "
     "on every non-BN variable in the loss). decoupled: the optimizer alone (LARS in its "

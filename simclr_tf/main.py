@@ -127,6 +127,11 @@ def validate(c: cfg.Config):
             c.run.mode != "finetune" or c.run.init_checkpoint,
             "--mode=finetune needs --init_checkpoint (use --mode=supervised to train from scratch)",
         ),
+        (
+            c.run.mode != "linear_eval" or c.run.init_checkpoint or c.run.allow_random_encoder,
+            "--mode=linear_eval needs --init_checkpoint (a pretraining or converted run); "
+            "--allow_random_encoder measures an untrained encoder on purpose",
+        ),
         (c.run.mode != "export" or c.run.model_dir, "--mode=export needs --model_dir"),
         (c.run.strategy != "tpu" or c.run.tpu is not None, "--strategy=tpu needs --tpu"),
         (
@@ -170,6 +175,7 @@ _PRETRAIN_ONLY = (
     + [("run", "knn_every_epochs"), ("model", "linear_probe")]
 )
 _CLASSIFIER_ONLY = [("model", "ft_proj_selector"), ("model", "fine_tune_after_block")]
+_LINEAR_EVAL_ONLY = [("run", "allow_random_encoder")]
 _TRAINING = [("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)] + [
     ("run", n)
     for n in (
@@ -185,13 +191,13 @@ _TRAINING = [("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)] + [
 _MODEL = [("model", f.name) for f in dataclasses.fields(cfg.ModelConfig)]
 _DISTILL_ONLY = [("distill", f.name) for f in dataclasses.fields(cfg.DistillConfig)]
 _IGNORED = {
-    "pretrain": _CLASSIFIER_ONLY + _DISTILL_ONLY,
+    "pretrain": _CLASSIFIER_ONLY + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
     "linear_eval": _PRETRAIN_ONLY + _DISTILL_ONLY,
-    "finetune": _PRETRAIN_ONLY + _DISTILL_ONLY,
-    "supervised": _PRETRAIN_ONLY + _DISTILL_ONLY,
-    "distill": _PRETRAIN_ONLY + [("model", "fine_tune_after_block")],
+    "finetune": _PRETRAIN_ONLY + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
+    "supervised": _PRETRAIN_ONLY + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
+    "distill": _PRETRAIN_ONLY + [("model", "fine_tune_after_block")] + _LINEAR_EVAL_ONLY,
     # the model comes from config.json
-    "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL + _DISTILL_ONLY,
+    "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
     "export": [
         (s.name, f.name)
         for s in dataclasses.fields(cfg.Config)

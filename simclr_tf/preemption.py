@@ -55,8 +55,9 @@ def saving_on_preemption(strategy, save_now, model_dir):
     restores the process's SIGTERM handler afterwards.
 
     `save_now()` is the run's guarded save (`callbacks.SaveCheckpoint.save_now`): it
-    returns the checkpoint's path, or None when the run diverged and nothing may be
-    saved, so a preempted diverged worker never writes non-finite weights."""
+    returns (step, path), or None when the run diverged and nothing may be saved (or
+    the step is saved already), so a preempted diverged worker never writes
+    non-finite weights."""
     if not applies(strategy):
         yield []
         return
@@ -66,10 +67,12 @@ def saving_on_preemption(strategy, save_now, model_dir):
         return
 
     def save():
-        path = save_now()
+        saved = save_now()
         logging.warning(
             "Preempted: %s; exiting with %d so the job is restarted",
-            f"saved {path}" if path else "nothing saved (diverged, or this step is saved)",
+            f"saved step {saved[0]} ({saved[1]})"
+            if saved
+            else "no new save (step saved already, or diverged)",
             RESTARTABLE_EXIT_CODE,
         )
 

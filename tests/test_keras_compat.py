@@ -24,7 +24,8 @@ def test_installed_versions_are_the_ones_the_workarounds_were_written_for():
 
 
 def test_all_sublayers_reaches_layers_that_model_layers_misses():
-    encoder = resnet.resnet(18, 0.125, sk_ratio=0.0625, cifar_stem=True, input_shape=(16, 16, 3))
+    # Selective kernels live in bottleneck blocks (ResNet-50 and deeper).
+    encoder = resnet.resnet(50, 0.125, sk_ratio=0.0625, cifar_stem=True, input_shape=(16, 16, 3))
     sk = next(l for l in encoder.layers if isinstance(l, resnet.SelectiveKernel))
     inner = {id(l) for l in (sk.bn, sk.squeeze_bn, sk.conv)}
     assert not inner & {id(l) for l in encoder.layers}  # why the private walk is needed

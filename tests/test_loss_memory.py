@@ -20,8 +20,9 @@ def loss_and_grads(z1, z2):
         tape.watch([z1, z2])
         if dense:  # the whole [2N, 2N] matrix, as a plain implementation forms it
             logits, positive, _ = losses.contrastive_logits(z1, z2, 0.5)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits))
+            # the reference's scale: both directions of each of the n pairs
+            loss = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(positive, logits)) / n
         else:
             loss, _ = losses.nt_xent(z1, z2, 0.5)
     return loss, tape.gradient(loss, [z1, z2])

@@ -31,7 +31,7 @@ def test_every_config_field_has_exactly_one_flag():
 def test_every_recipe_parses_and_validates(recipe, monkeypatch):
     monkeypatch.chdir(REPO)
     config = _parse(f"--flagfile=flags/{recipe}", "--init_checkpoint=x")
-    if config.run.mode != "finetune":
+    if config.run.mode not in ("finetune", "linear_eval"):
         config = _parse(f"--flagfile=flags/{recipe}")
     main.validate(config)
 
@@ -68,6 +68,7 @@ def test_flags_reach_the_config():
         (["--label_fraction=0"], "--label_fraction"),
         (["--temperature=-1"], "--temperature"),
         (["--mode=finetune"], "--init_checkpoint"),
+        (["--mode=linear_eval"], "--mode=linear_eval needs --init_checkpoint"),
         (["--grayscale_prob=1.5"], "--grayscale_prob"),
         (["--proj_head_mode=linear", "--ft_proj_selector=2"], "--ft_proj_selector"),
         (["--area_range=0.9,0.1"], "--area_range"),
@@ -86,6 +87,14 @@ def test_flags_reach_the_config():
 def test_bad_values_are_rejected_with_a_reason(args, message):
     with pytest.raises(cfg.ConfigError, match=message):
         main.validate(_parse(*args))
+
+
+def test_linear_eval_on_an_untrained_encoder_only_when_asked_for():
+    main.validate(_parse("--mode=linear_eval", "--init_checkpoint=runs/pre"))
+    main.validate(_parse("--mode=linear_eval", "--allow_random_encoder"))
+    assert main.ignored_flags(_parse("--mode=pretrain", "--allow_random_encoder")) == [
+        "allow_random_encoder"
+    ]
 
 
 def _cli(*args, env=None):

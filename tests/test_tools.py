@@ -23,7 +23,7 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
     )
     assert result.returncode == 2
     assert (
-        "usage: python -m tools.benchmark step|input|fit|budget|memory|conv|execution"
+        "usage: python -m tools.benchmark step|input|fit|budget|memory|conv|execution|accuracy"
         in result.stderr
     )
 
@@ -64,3 +64,32 @@ def test_scaling_model_counts_resnet50_and_scales_with_replicas():
     assert all(r["global_matrix_mib"] == 256.0 for r in table)
     shares = [r["comm_share@23GB/s"] for r in table]
     assert shares == sorted(shares) and 0 < shares[0] < shares[-1] < 1
+
+
+def test_accuracy_rows_are_the_mean_and_sample_sd_over_seeds():
+    import statistics
+
+    code = r"""
+import json
+from tools.benchmark import accuracy
+runs = []
+for impl, seed, knn, linear, seconds in [
+    ("simclr_tf", 0, 0.40, 0.45, 100.0), ("simclr_tf", 1, 0.44, 0.47, 110.0),
+    ("lightly", 0, 0.38, 0.43, 150.0), ("lightly", 1, 0.36, 0.42, 130.0),
+]:
+    scores = {"knn_acc": knn, "linear_acc": linear}
+    runs.append({"impl": impl, "epochs": 1, "seed": seed, "precision": "bf16",
+                 "train_seconds": seconds, "h": scores, "z": scores})
+print(json.dumps(accuracy.summarize(runs)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    rows = {r["impl"]: r for r in json.loads(result.stdout.splitlines()[-1])}
+    assert list(rows) == ["simclr_tf", "lightly"]
+    ours, peer = rows["simclr_tf"], rows["lightly"]
+    assert ours["h_knn_acc"] == statistics.mean([0.40, 0.44])
+    assert abs(ours["h_knn_acc_sd"] - statistics.stdev([0.40, 0.44])) < 1e-12
+    assert abs(peer["z_linear_acc_sd"] - statistics.stdev([0.43, 0.42])) < 1e-12
+    assert peer["train_seconds"] == 140.0 and ours["seeds"] == 2

@@ -34,7 +34,7 @@ def _config(jit_compile, mode="pretrain", **model):
     return Config(
         run=RunConfig(mode=mode, jit_compile=jit_compile, precision="float32"),
         data=DataConfig(batch_size=BATCH, shuffle_buffer=64, seed=1, deterministic=True),
-        model=ModelConfig(depth=18, width_multiplier=0.125, **model),
+        model=ModelConfig(**{"depth": 18, "width_multiplier": 0.125, **model}),
         optim=OptimConfig(learning_rate=1.0, warmup_epochs=0.0, weight_decay=1e-4),
     )
 
@@ -79,13 +79,14 @@ def test_pretraining_step_compiles_with_xla_and_matches(cifar):
     """Selective-kernel encoder, nonlinear head, blockwise NT-Xent with its custom
     gradient over several (padded) blocks, the online probe and LARS, in one XLA
     computation."""
-    config = _config(False, sk_ratio=0.0625)
+    # Selective kernels live in bottleneck blocks: ResNet-50.
+    config = _config(False, depth=50, sk_ratio=0.0625)
     batch = next(
         iter(pipeline.pretrain_dataset(cifar, "train[:64]", config.data, config.augment, BATCH))
     )
 
     def build(jit):
-        c = _config(jit, sk_ratio=0.0625)
+        c = _config(jit, depth=50, sk_ratio=0.0625)
         model = builders.pretrain_model(c, num_classes=10)
         # 16 anchors in blocks of 5: four blocks, the last one padded.
         model.contrastive_loss = functools.partial(losses.nt_xent, temperature=0.2, block_rows=5)

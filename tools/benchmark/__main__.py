@@ -6,7 +6,16 @@ import sys
 
 from absl import app
 
-from tools.benchmark import budget, execution, fit, input_pipeline, kernel_grads, memory, step
+from tools.benchmark import (
+    accuracy,
+    budget,
+    execution,
+    fit,
+    input_pipeline,
+    kernel_grads,
+    memory,
+    step,
+)
 from tools.benchmark.machine import commit, fma_peak_gflops, machine_name, this_hardware
 from tools.benchmark.options import FLAGS
 from tools.benchmark.report import append_markdown
@@ -21,6 +30,7 @@ def main(argv):
         "memory": memory.bench_memory,
         "conv": kernel_grads.bench_conv,
         "execution": execution.bench_execution,
+        "accuracy": accuracy.bench_accuracy,
     }
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: python -m tools.benchmark {'|'.join(modes)} [flags]", file=sys.stderr)
