@@ -21,6 +21,7 @@ kernels fail to build (`bf16_blocked`).
 
 import dataclasses
 import os
+import sys
 
 from simclr_tf.config import ConfigError
 
@@ -156,12 +157,22 @@ def read_cpuinfo(path="/proc/cpuinfo"):
 
 def use_onednn_on_avx2(environ=None, cpuinfo_path="/proc/cpuinfo"):
     """Turns TensorFlow's oneDNN kernels on for an AVX2 + FMA CPU where TensorFlow leaves
-    them off (no VNNI, BF16 or AMX; or ONEDNN_MAX_CPU_ISA stands for such a CPU); must run
-    before TensorFlow is imported. Returns whether it did."""
+    them off (no VNNI, BF16 or AMX; or ONEDNN_MAX_CPU_ISA stands for such a CPU). Only
+    before TensorFlow is imported: afterwards the setting would have no effect yet be
+    recorded (config.json) as if it had, so the process environment is left as it is.
+    Returns whether it set the variable."""
     global onednn_set_by_package
     process = environ is None
     environ = os.environ if process else environ
     if "TF_ENABLE_ONEDNN_OPTS" in environ:
+        return False
+    if process and "tensorflow" in sys.modules:
+        from absl import logging
+
+        logging.info(
+            "TensorFlow was imported before simclr_tf: TF_ENABLE_ONEDNN_OPTS left unset "
+            "(TensorFlow's own default applies)"
+        )
         return False
     _, cpu_flags = read_cpuinfo(cpuinfo_path)
     limit = environ.get("ONEDNN_MAX_CPU_ISA") or None

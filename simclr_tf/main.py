@@ -168,52 +168,74 @@ def validate(c: cfg.Config):
             raise cfg.ConfigError(message)
 
 
-# Settings only one kind of run reads (section, field); the rest is read by every mode.
-_PRETRAIN_ONLY = (
-    [("augment", f.name) for f in dataclasses.fields(cfg.AugmentConfig)]
-    + [("loss", f.name) for f in dataclasses.fields(cfg.LossConfig)]
-    + [("run", "knn_every_epochs"), ("model", "linear_probe")]
-)
-_CLASSIFIER_ONLY = [("model", "ft_proj_selector"), ("model", "fine_tune_after_block")]
-_LINEAR_EVAL_ONLY = [("run", "allow_random_encoder")]
-_TRAINING = [("optim", f.name) for f in dataclasses.fields(cfg.OptimConfig)] + [
-    ("run", n)
-    for n in (
-        "train_epochs",
-        "train_steps",
-        "checkpoint_steps",
-        "keep_checkpoints",
-        "init_checkpoint",
-        "summary_steps",
-        "steps_per_execution",
-    )
-]
-_MODEL = [("model", f.name) for f in dataclasses.fields(cfg.ModelConfig)]
-_DISTILL_ONLY = [("distill", f.name) for f in dataclasses.fields(cfg.DistillConfig)]
-_IGNORED = {
-    "pretrain": _CLASSIFIER_ONLY + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
-    "linear_eval": _PRETRAIN_ONLY + _DISTILL_ONLY,
-    "finetune": _PRETRAIN_ONLY + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
-    "supervised": _PRETRAIN_ONLY + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
-    "distill": _PRETRAIN_ONLY + [("model", "fine_tune_after_block")] + _LINEAR_EVAL_ONLY,
-    # the model comes from config.json
-    "eval": _PRETRAIN_ONLY + _TRAINING + _MODEL + _DISTILL_ONLY + _LINEAR_EVAL_ONLY,
-    "export": [
-        (s.name, f.name)
-        for s in dataclasses.fields(cfg.Config)
-        for f in dataclasses.fields(s.type)
-        if f.name not in ("mode", "model_dir", "export_dir")
-    ],
-}
+def check_label_use(c: cfg.Config, label_fraction_given: bool):
+    """Distillation with a labelled term reads labels: refuse to read all of them unless
+    that is asked for (a "10% labels" pipeline must not use 100% by default)."""
+    if (
+        c.run.mode == "distill"
+        and c.distill.distill_label_weight > 0
+        and c.data.label_subset is None
+        and not label_fraction_given
+    ):
+        raise cfg.ConfigError(
+            "--distill_label_weight > 0 reads labels: give the labelled subset "
+            "(--label_subset or --label_fraction), or --label_fraction=1 for every label"
+        )
+
+
+TRAINING = ("pretrain", "linear_eval", "finetune", "supervised", "distill")
+CLASSIFIERS = ("linear_eval", "finetune", "supervised", "distill")
+
+
+def _read_by():
+    """{field: the modes that read it}, for every config field (a test checks that none
+    is missing, so a new flag cannot be left out of the unread-flag warning)."""
+    everything = cfg.MODES
+    table = {name: everything for name in cfg.field_names()}
+    table.update({f.name: ("pretrain",) for f in dataclasses.fields(cfg.AugmentConfig)})
+    table.update({f.name: ("pretrain",) for f in dataclasses.fields(cfg.LossConfig)})
+    table.update({f.name: ("distill",) for f in dataclasses.fields(cfg.DistillConfig)})
+    # eval and export take the model and its training from the run's config.json.
+    table.update({f.name: TRAINING for f in dataclasses.fields(cfg.OptimConfig)})
+    table.update({f.name: TRAINING for f in dataclasses.fields(cfg.ModelConfig)})
+    for name in ("train_epochs", "train_steps", "checkpoint_steps", "keep_checkpoints"):
+        table[name] = TRAINING
+    for name in ("summary_steps", "steps_per_execution"):
+        table[name] = TRAINING
+    for name in ("knn_every_epochs", "knn_k", "knn_temperature", "knn_bank_size"):
+        table[name] = ("pretrain",)
+    table["linear_probe"] = ("pretrain",)
+    table["ft_proj_selector"] = CLASSIFIERS
+    table["fine_tune_after_block"] = ("finetune",)
+    table["init_checkpoint"] = ("linear_eval", "finetune", "distill")
+    table["allow_random_encoder"] = ("linear_eval",)
+    table["label_fraction"] = CLASSIFIERS
+    table["label_subset"] = CLASSIFIERS
+    for name in cfg.field_names() - {"mode", "model_dir", "export_dir"}:
+        table[name] = tuple(m for m in table[name] if m != "export")
+    table["export_dir"] = ("export",)
+    return table
+
+
+READ_BY = _read_by()
+
+
+def _reads(c: cfg.Config, name):
+    if name in ("label_fraction", "label_subset") and c.run.mode == "distill":
+        return c.distill.distill_label_weight > 0  # no labelled term: no label is read
+    return c.run.mode in READ_BY[name]
 
 
 def ignored_flags(c: cfg.Config):
     """Names of the flags set away from their defaults that the chosen mode never reads."""
     default = cfg.Config()
     return [
-        name
-        for section, name in _IGNORED[c.run.mode]
-        if getattr(getattr(c, section), name) != getattr(getattr(default, section), name)
+        f.name
+        for section in dataclasses.fields(cfg.Config)
+        for f in dataclasses.fields(section.type)
+        if getattr(getattr(c, section.name), f.name)
+        != getattr(getattr(default, section.name), f.name)
+        and not _reads(c, f.name)
     ]
 
 
@@ -223,6 +245,7 @@ def main(argv):
     try:
         config = config_from_flags(flags.FLAGS)
         validate(config)
+        check_label_use(config, flags.FLAGS["label_fraction"].present)
     except cfg.ConfigError as error:
         print(f"simclr_tf: error: {error}", file=sys.stderr)
         return 2

@@ -9,9 +9,11 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import simclr_tf  # noqa: E402,F401  (before TensorFlow: it may turn oneDNN on)
+
+# isort: split
+import tensorflow as tf  # noqa: E402
 
 NUM_LOGICAL_CPUS = 4
 REPO = pathlib.Path(__file__).resolve().parents[1]

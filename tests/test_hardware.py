@@ -168,3 +168,29 @@ def test_bf16_under_an_isa_cap_that_hides_it_is_refused_in_one_line():
     assert not hardware.Hardware("cpu", "x", ZEN4, 2, "AVX2", (), "0").bf16_blocked
     assert not hardware.Hardware("cpu", "x", ZEN3, 2, "AVX2", (), "1").bf16_blocked
     assert not hardware.Hardware("cpu", "x", ZEN4, 2, None, (), "1").bf16_blocked
+
+
+def test_the_onednn_setting_is_left_alone_once_tensorflow_is_loaded():
+    """Held to AVX2 (where the package turns oneDNN on), importing simclr_tf first sets
+    TF_ENABLE_ONEDNN_OPTS; importing it after TensorFlow must not, since TensorFlow has
+    read its settings already and the value would be recorded without effect."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(ONEDNN_MAX_CPU_ISA="AVX2", TF_CPP_MIN_LOG_LEVEL="3")
+    report = "import os; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+
+    def after(imports):
+        code = f"{imports}; {report}"
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    assert after("import simclr_tf, tensorflow") == "1"
+    assert after("import tensorflow, simclr_tf") == "None"

@@ -149,3 +149,57 @@ def test_flags_the_mode_never_reads_are_named():
     ) == ["ft_proj_selector"]
     assert "depth" in main.ignored_flags(_parse("--mode=eval", "--depth=18"))
     assert main.ignored_flags(_parse("--mode=export", "--model_dir=r", "--export_dir=e")) == []
+
+
+def test_every_config_field_says_which_modes_read_it():
+    assert set(main.READ_BY) == cfg.field_names()
+    assert all(set(modes) <= set(cfg.MODES) for modes in main.READ_BY.values())
+
+
+@pytest.mark.parametrize(
+    "args, ignored",
+    [
+        (["--mode=pretrain", "--init_checkpoint=x"], ["init_checkpoint"]),
+        (["--mode=supervised", "--init_checkpoint=x"], ["init_checkpoint"]),
+        (
+            ["--mode=finetune", "--init_checkpoint=x", "--knn_k=5", "--knn_temperature=0.2"],
+            ["knn_k", "knn_temperature"],
+        ),
+        (["--mode=distill", "--teacher=t", "--knn_bank_size=7"], ["knn_bank_size"]),
+        (["--mode=linear_eval", "--fine_tune_after_block=2"], ["fine_tune_after_block"]),
+        (["--mode=finetune", "--init_checkpoint=x", "--fine_tune_after_block=2"], []),
+        # Distillation reads labels only with a labelled term.
+        (["--mode=distill", "--teacher=t", "--label_subset=ids.txt"], ["label_subset"]),
+        (["--mode=distill", "--teacher=t", "--label_fraction=0.1"], ["label_fraction"]),
+        (["--mode=distill", "--teacher=t", "--label_fraction=0.1", "--distill_label_weight=1"], []),
+        (["--mode=pretrain", "--allow_random_encoder"], ["allow_random_encoder"]),
+        (["--mode=pretrain", "--export_dir=e"], ["export_dir"]),
+    ],
+)
+def test_the_flags_a_mode_does_not_read_are_named(args, ignored):
+    assert main.ignored_flags(_parse(*args)) == ignored
+
+
+def test_no_recipe_sets_a_flag_its_mode_does_not_read(monkeypatch):
+    """Beyond the shared CIFAR settings the classifier recipes include (pretraining
+    augmentation and temperature, read by pretraining only)."""
+    monkeypatch.chdir(REPO)
+    shared = {"color_jitter_strength", "blur_prob", "temperature"}
+    for recipe in sorted(os.listdir(REPO / "flags")):
+        config = _parse(f"--flagfile=flags/{recipe}")
+        assert set(main.ignored_flags(config)) <= shared, recipe
+
+
+def test_labelled_distillation_reads_all_labels_only_when_asked_for():
+    base = ("--mode=distill", "--teacher=runs/t", "--distill_label_weight=0.5")
+    with pytest.raises(cfg.ConfigError, match="reads labels"):
+        main.check_label_use(_parse(*base), label_fraction_given=False)
+    main.check_label_use(_parse(*base, "--label_fraction=1"), label_fraction_given=True)
+    main.check_label_use(_parse(*base, "--label_fraction=0.1"), label_fraction_given=True)
+    main.check_label_use(_parse(*base, "--label_subset=ids.txt"), label_fraction_given=False)
+    # Without a labelled term no label is read.
+    main.check_label_use(_parse("--mode=distill", "--teacher=runs/t"), label_fraction_given=False)
+    # The command line refuses in one line, before any work.
+    result = _cli(*base, "--model_dir=/nonexistent/run")
+    assert result.returncode == 2 and "reads labels" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,13 +23,53 @@ def test_masked_cross_entropy_matches_numpy_and_ignores_unlabeled():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 4)).astype(np.float32)
     labels = np.array([0, 3, -1, 2, -1, 1])
-    loss, acc, count = step_models.masked_cross_entropy(labels, logits)
+    term = step_models.masked_cross_entropy(labels, logits)
     valid = labels >= 0
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     expected = -np.mean(log_p[valid, labels[valid]])
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert float(acc) == pytest.approx(np.mean(logits[valid].argmax(1) == labels[valid]))
-    assert float(count) == 4
+    assert float(term.loss) == pytest.approx(expected, rel=1e-5)  # one replica: the mean
+    assert float(term.mean_loss) == pytest.approx(expected, rel=1e-5)
+    assert float(term.accuracy) == pytest.approx(np.mean(logits[valid].argmax(1) == labels[valid]))
+    assert float(term.count) == 4
+    none = step_models.masked_cross_entropy(np.full(6, -1), logits)  # zero-safe
+    assert [float(x) for x in none] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_label_weighs_the_same_whatever_replica_holds_it():
+    """Two replicas, one holding 1 labelled row and the other 3: the summed gradients
+    of the step's scaled loss equal the gradient of the mean over all 4 labelled rows
+    on one device (a per-replica mean would weigh the lone label 3x)."""
+    from conftest import cpu_devices
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(8, 5)).astype(np.float32)
+    labels = np.array([2, -1, -1, -1, 0, 1, -1, 3])  # replica 0: rows 0-3, replica 1: 4-7
+    kernel = rng.normal(size=(5, 4)).astype(np.float32)
+    w = tf.Variable(kernel)
+    with tf.GradientTape() as tape:
+        single = step_models.masked_cross_entropy(labels, features @ w).loss
+    expected = tape.gradient(single, w).numpy()
+    strategy = keras_compat.mirrored_strategy(cpu_devices(2))
+    with strategy.scope():
+        wd = tf.Variable(kernel)
+
+    def shard(x):
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(
+                x[4 * ctx.replica_id_in_sync_group : 4 * ctx.replica_id_in_sync_group + 4]
+            )
+        )
+
+    @tf.function
+    def step(f, y):
+        with tf.GradientTape() as tape:
+            scaled = step_models.masked_cross_entropy(y, f @ wd).loss / 2  # the step's 1/R
+        g = tape.gradient(scaled, wd)
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, g)
+
+    grads = strategy.run(step, args=(shard(features), shard(labels)))
+    got = strategy.experimental_local_results(grads)[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_no_decay_variables_are_bn_bias_and_classifier():

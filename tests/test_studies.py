@@ -223,6 +223,29 @@ def test_studies_report_only_prints_a_table_of_missing_runs(tmp_path):
     assert result.stdout.count("| 0 | - |") == len(grid.STUDIES["projection_head"])
 
 
+def test_runs_with_extra_flags_are_never_read_as_the_cells_runs(tmp_path):
+    """A quick look (`--extra_flag=--train_steps=50`) lives in its own tree: the real
+    cell's run is not reported for it, nor its runs for the real cell."""
+    cell = grid.STUDIES["colour_strength"][0]
+    _fake_result(tmp_path, cell, 0, 0.40, 0.30)
+    quick = runner.study_root(str(tmp_path), ["--train_steps=50"])
+    assert quick != str(tmp_path)
+    assert quick != runner.study_root(str(tmp_path), ["--train_steps=60"])
+    assert runner.study_root(str(tmp_path), []) == str(tmp_path)
+    row = f"| {cell.label} | 1 |"
+    plain = _cli("--study=colour_strength", "--report_only", "--seeds=0", f"--root={tmp_path}")
+    assert row in plain.stdout, plain.stdout
+    looked = _cli(
+        "--study=colour_strength",
+        "--report_only",
+        "--seeds=0",
+        f"--root={tmp_path}",
+        "--extra_flag=--train_steps=50",
+    )
+    assert looked.returncode == 0 and row not in looked.stdout
+    assert f"| {cell.label} | 0 | - |" in looked.stdout
+
+
 def test_random_init_is_the_seeded_untrained_base_network():
     rng = np.random.default_rng(3)
     split = evaluate.Split(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.arange(8))

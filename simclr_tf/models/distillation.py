@@ -50,16 +50,20 @@ class DistillationModel(ClassifierModel):
             logits = self(images, training=True)["logits"]
             distill = losses.distillation_loss(teacher, logits, self.temperature)
             loss, values = distill, {"distill_loss": distill}
+            labelled = None
             if self.label_weight > 0:
-                label_loss, accuracy, _ = masked_cross_entropy(data["label"], logits)
-                loss += self.label_weight * label_loss
-                values.update(label_loss=label_loss, accuracy=accuracy)
+                labelled = masked_cross_entropy(data["label"], logits)
+                loss += self.label_weight * labelled.loss
             loss += self._weight_decay_term()
             scaled = self._scaled(loss)
         learning_rate = self._apply(tape, scaled)
         agree = tf.equal(tf.argmax(logits, -1), tf.argmax(teacher, -1))
         values.update(loss=loss, teacher_agreement=tf.reduce_mean(tf.cast(agree, tf.float32)))
         self._update(values)
+        if labelled is not None:  # over labelled rows only: a batch without labels adds none
+            labelled_values = {"label_loss": labelled.mean_loss, "accuracy": labelled.accuracy}
+            self._update(labelled_values, labelled.count)
+            values.update(labelled_values)
         logs = {name: self._trackers[name].result() for name in values}
         logs["learning_rate"] = learning_rate
         return self.step_logs(logs)

@@ -9,6 +9,8 @@ optimizer is given, and adds the reference implementation's L2 term to the loss
 (`loss_decay_variables`), so a model built by hand is trained as the paper trains it.
 """
 
+import typing
+
 import keras
 import tensorflow as tf
 
@@ -21,26 +23,48 @@ def _num_replicas():
     return tf.distribute.get_replica_context().num_replicas_in_sync
 
 
+class LabelledTerm(typing.NamedTuple):
+    """The labelled examples' cross-entropy, for the gradient and for the metrics."""
+
+    loss: tf.Tensor  # this replica's share of the mean over every replica's labelled rows
+    mean_loss: tf.Tensor  # mean over this replica's labelled rows (0 if none)
+    accuracy: tf.Tensor  # over this replica's labelled rows (0 if none)
+    count: tf.Tensor  # this replica's labelled rows: the weight of the two above
+
+
 def masked_cross_entropy(labels, logits):
     """Softmax cross-entropy over the examples that have a label.
+
+    `loss` is normalised by the labelled count of the whole global batch (all-reduced
+    across replicas), so after the step's one division by the replica count the
+    summed gradients are those of the global mean over labelled rows: a label weighs
+    the same whatever its batch-mates. Metrics take `mean_loss` and `accuracy` weighted
+    by `count`, so a batch without labels adds nothing to them.
 
     Args:
       labels: int [B]; -1 marks an example without a label (it counts nowhere).
       logits: float [B, classes] (any float dtype; computed in float32).
 
     Returns:
-      (mean loss, accuracy, count of labelled examples), float32 scalars; the means
-      are 0 when no example has a label.
+      A `LabelledTerm` of float32 scalars; zero-safe when no example has a label.
     """
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     valid = tf.cast(labels >= 0, tf.float32)
-    count = tf.maximum(tf.reduce_sum(valid), 1.0)
+    count = tf.reduce_sum(valid)
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits)
     correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-    return (
-        tf.reduce_sum(per_example * valid) / count,
-        tf.reduce_sum(correct * valid) / count,
+    total_loss = tf.reduce_sum(per_example * valid)
+    ctx = tf.distribute.get_replica_context()
+    replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+    global_count = count
+    if replicas > 1:
+        global_count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    local = tf.maximum(count, 1.0)
+    return LabelledTerm(
+        total_loss * replicas / tf.maximum(global_count, 1.0),
+        total_loss / local,
+        tf.reduce_sum(correct * valid) / local,
         count,
     )
 
@@ -218,17 +242,19 @@ class PretrainModel(_StepModel):
             contrast_loss, values = self.contrastive_loss(z1, z2)
             loss = contrast_loss
             values = dict(values, contrast_loss=contrast_loss)
+            probe = None
             if self.probe is not None:
                 labels = tf.concat([data["label"], data["label"]], axis=0)
-                probe_loss, probe_acc, _ = masked_cross_entropy(labels, out["probe_logits"])
-                loss += probe_loss
-                values.update(probe_loss=probe_loss, probe_acc=probe_acc)
+                probe = masked_cross_entropy(labels, out["probe_logits"])
+                loss += probe.loss
             decay = self._weight_decay_term()
             loss += decay
             scaled = self._scaled(loss)
         learning_rate = self._apply(tape, scaled)
         values.update(loss=loss, weight_decay=decay)
         self._update(values)
+        if probe is not None:  # over labelled rows only
+            self._update({"probe_loss": probe.mean_loss, "probe_acc": probe.accuracy}, probe.count)
         return self._logs({"learning_rate": learning_rate})
 
     def test_step(self, data):
@@ -237,8 +263,8 @@ class PretrainModel(_StepModel):
             return {}
         data = self._unpack(data)
         out = self(data["image"], training=False)
-        probe_loss, probe_acc, count = masked_cross_entropy(data["label"], out["probe_logits"])
-        self._update({"probe_loss": probe_loss, "probe_acc": probe_acc}, count)
+        probe = masked_cross_entropy(data["label"], out["probe_logits"])
+        self._update({"probe_loss": probe.mean_loss, "probe_acc": probe.accuracy}, probe.count)
         return {k: v for k, v in self._logs().items() if k.startswith("probe_")}
 
 
@@ -321,16 +347,17 @@ class ClassifierModel(_StepModel):
         data = self._unpack(data)
         with tf.GradientTape() as tape:
             logits = self(data["image"], training=True)["logits"]
-            loss, accuracy, _ = masked_cross_entropy(data["label"], logits)
+            labelled = masked_cross_entropy(data["label"], logits)
             decay = self._weight_decay_term()
-            scaled = self._scaled(loss + decay)
+            scaled = self._scaled(labelled.loss + decay)
         learning_rate = self._apply(tape, scaled)
-        self._update({"loss": loss + decay, "accuracy": accuracy, "weight_decay": decay})
+        self._update({"loss": labelled.loss + decay, "weight_decay": decay})
+        self._update({"accuracy": labelled.accuracy}, labelled.count)
         return self._logs({"learning_rate": learning_rate})
 
     def test_step(self, data):
         data = self._unpack(data)
         logits = self(data["image"], training=False)["logits"]
-        loss, accuracy, count = masked_cross_entropy(data["label"], logits)
-        self._update({"loss": loss, "accuracy": accuracy}, count)
+        labelled = masked_cross_entropy(data["label"], logits)
+        self._update({"loss": labelled.mean_loss, "accuracy": labelled.accuracy}, labelled.count)
         return {k: v for k, v in self._logs().items() if k in ("loss", "accuracy")}

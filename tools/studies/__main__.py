@@ -41,7 +41,7 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    root = os.path.abspath(args.root)
+    root = runner.study_root(os.path.abspath(args.root), args.extra_flag)
     if not args.report_only:
         from simclr_tf.data import open_source
         from tools.studies import evaluate

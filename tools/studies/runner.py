@@ -15,6 +15,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EVAL_FILE = "study_eval.json"
 
 
+def study_root(root, extra_flags=()):
+    """Where runs made with `extra_flags` live: their own tree under `root`, keyed by
+    every extra flag, so a 50-step quick look is never taken for the real cell."""
+    if not extra_flags:
+        return root
+    key = ",".join(f.lstrip("-").replace("/", "_") for f in extra_flags)
+    return os.path.join(root, "extra", key)
+
+
 def run_dir(root, cell, seed):
     return os.path.join(root, "cells", cell.key, f"seed_{seed}")
 
