@@ -106,6 +106,7 @@ class DataConfig:
     deterministic: bool = False
     cache: bool = False
     strict_decoding: bool = False
+    max_image_pixels: int = 2**27  # larger images (by their header) are skipped, not decoded
     shuffle_buffer: int = 10000
 
 

@@ -94,6 +94,9 @@ HELP = {
     "weight_decay": "Weight decay (BN and biases excluded).",
     "allow_random_encoder": "linear_eval: train the probe on an untrained encoder when no "
     "--init_checkpoint is given (the random-init floor); otherwise that is refused.",
+    "max_image_pixels": "Folder and TFRecord images whose header claims more pixels are "
+    "skipped and counted (or fail the run with --strict_decoding) before decoding: a "
+    "guard against decompression bombs. The default, 2^27 (134 MP), is above real photos.",
     "weight_decay_mode": "reference: decay as google-research/simclr applies it (LARS in "
     "its update plus an L2 term on the classifier kernel; momentum and adam: an L2 term "
     "on every non-BN variable in the loss). decoupled: the optimizer alone (LARS in its "

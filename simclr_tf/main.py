@@ -114,6 +114,7 @@ def validate(c: cfg.Config):
         (c.run.steps_per_execution >= 0, "--steps_per_execution must be >= 0 (0: auto)"),
         (c.run.train_steps >= 0, "--train_steps must be >= 0 (0: use --train_epochs)"),
         (c.data.shuffle_buffer >= 1, "--shuffle_buffer must be >= 1"),
+        (c.data.max_image_pixels >= 1, "--max_image_pixels must be >= 1"),
         (c.augment.color_jitter_strength >= 0, "--color_jitter_strength must be >= 0"),
         (0 < c.model.bn_momentum < 1, "--bn_momentum must be in (0, 1)"),
         (bool(c.run.model_dir), "--model_dir must be set"),
@@ -257,7 +258,9 @@ def main(argv):
             ", ".join(f"--{n}" for n in ignored),
         )
     from simclr_tf import train
+    from simclr_tf.checkpoints import CheckpointSaveError, UnreadableCheckpoint
     from simclr_tf.data import DataError  # after validation: importing TF is slow
+    from simclr_tf.run_lock import RunLocked
 
     try:
         if config.run.mode == "export":
@@ -266,10 +269,16 @@ def main(argv):
             results = export.export_from_config(config)
         else:
             _, results = train.run(config)
-    except (DataError, cfg.ConfigError, FileNotFoundError) as error:
+    except (
+        DataError,
+        cfg.ConfigError,
+        FileNotFoundError,
+        UnreadableCheckpoint,
+        RunLocked,
+    ) as error:
         print(f"simclr_tf: error: {error}", file=sys.stderr)
         return 2
-    except train.TrainingError as error:  # diverged: nothing is written as finished
+    except (train.TrainingError, CheckpointSaveError) as error:  # stopped, nothing good lost
         print(f"simclr_tf: error: {error}", file=sys.stderr)
         return 3
     logging.info("Results: %s", results)
@@ -278,9 +287,23 @@ def main(argv):
     return 0
 
 
+EXIT_BAD_INPUT = 2
+
+
+def parse_flags(argv, flag_values=flags.FLAGS):
+    """absl's parsing, with its errors (a missing flagfile, a value of the wrong type,
+    an unknown flag) as one line and exit code 2, like every other bad input."""
+    try:
+        return flag_values(argv)
+    except flags.Error as error:
+        message = " ".join(str(error).split())
+        print(f"simclr_tf: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def run():
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ def setup(config: Config):
             f"{strategy.num_replicas_in_sync} replicas"
         )
     source = open_source(
-        config.data.dataset, config.data.data_dir, strict=config.data.strict_decoding
+        config.data.dataset,
+        config.data.data_dir,
+        strict=config.data.strict_decoding,
+        max_pixels=config.data.max_image_pixels,
     )
     check_splits(config, source)
     return strategy, source

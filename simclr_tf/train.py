@@ -21,6 +21,7 @@ from simclr_tf import (
     distributed,
     evaluation,
     run_dirs,
+    run_lock,
     run_setup,
     teacher,
     training_loop,
@@ -310,10 +311,19 @@ def _run(config: Config, extra_callbacks):
     chief = distributed.is_chief(strategy)
     if chief:
         tf.io.gfile.makedirs(r.model_dir)
-        # As asked (so a rerun on other hardware resolves afresh), plus what was used.
-        run_dirs.write_json_atomic(
-            os.path.join(r.model_dir, run_dirs.CONFIG_FILE), {**requested, "resolved": resolved}
-        )
+    with run_lock.holding(r.model_dir, enabled=chief):
+        if chief:
+            # As asked (so a rerun on other hardware resolves afresh), plus what was used.
+            run_dirs.write_json_atomic(
+                os.path.join(r.model_dir, run_dirs.CONFIG_FILE),
+                {**requested, "resolved": resolved},
+            )
+        return _run_mode(config, strategy, source, extra_callbacks, start)
+
+
+def _run_mode(config: Config, strategy, source, extra_callbacks, start):
+    r = config.run
+    chief = distributed.is_chief(strategy)
     logging.info("%s on %s with %d replica(s)", r.mode, source.name, strategy.num_replicas_in_sync)
     if r.mode == "pretrain":
         model, results = pretrain(config, strategy, source, extra_callbacks)

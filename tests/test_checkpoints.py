@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from simclr_tf import checkpoints
@@ -129,3 +130,76 @@ def test_a_non_finite_batch_norm_statistic_is_never_saved(tmp_path):
     assert guard.step == 5 and model.stop_training
     latest = tf.train.latest_checkpoint(str(tmp_path))
     assert latest is not None and latest.endswith("-0")
+
+
+def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(tmp_path):
+    """The newest checkpoint's data cut short (as a full disk leaves it): the rerun
+    restores the previous one, sets the bad one aside and keeps every good one."""
+    model = _tiny_pretrain_model()
+    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path))
+    kernel = model.encoder.trainable_variables[0]
+    values = {}
+    for step in (2, 4, 6):
+        kernel.assign(tf.fill(kernel.shape, float(step)))
+        model.optimizer.iterations.assign(step)
+        manager.save(step)
+        values[step] = kernel.numpy()
+    data = next(tmp_path.glob("ckpt-6.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+    fresh = _tiny_pretrain_model()
+    again = checkpoints.CheckpointManager(checkpoints.checkpoint_items(fresh), str(tmp_path))
+    path = again.restore_latest()
+    assert path.endswith("ckpt-4")
+    np.testing.assert_array_equal(fresh.encoder.trainable_variables[0].numpy(), values[4])
+    assert int(fresh.optimizer.iterations.numpy()) == 4
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+    assert list(tmp_path.glob("ckpt-6.data-*.corrupt"))
+    # Saving on: retention (3 kept) drops nothing good for the bad one.
+    again.save(6)
+    kept = sorted(int(p.name.split("-")[1].split(".")[0]) for p in tmp_path.glob("ckpt-*.index"))
+    assert kept == [2, 4, 6]
+
+
+def test_no_readable_checkpoint_is_one_error(tmp_path):
+    model = _tiny_pretrain_model()
+    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path))
+    manager.save(1)
+    next(tmp_path.glob("ckpt-1.index")).write_bytes(b"garbled")
+    fresh = checkpoints.CheckpointManager(
+        checkpoints.checkpoint_items(_tiny_pretrain_model()), str(tmp_path)
+    )
+    with pytest.raises(checkpoints.UnreadableCheckpoint, match="no checkpoint in"):
+        fresh.restore_latest()
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_save_stops_in_one_line_and_the_rerun_resumes(
+    tmp_path, cifar_data_dir
+):
+    """A run whose checkpoint cannot be written (a file-size limit of 64 KiB stands for
+    a full disk) stops at the save with exit 3 and one line; the checkpoint before it
+    stays, and the same command with space resumes there and finishes."""
+    import resource
+
+    model_dir = tmp_path / "run"
+    command = _command(model_dir, cifar_data_dir)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = [c if not c.startswith("--train_steps") else "--train_steps=4" for c in command]
+    assert subprocess.run(first, cwd=REPO, env=env, capture_output=True).returncode == 0
+    assert _latest_step(model_dir) == 4
+
+    def small_files():  # Python ignores SIGXFSZ, so an oversize write fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    full = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, preexec_fn=small_files
+    )
+    errors = [l for l in full.stderr.splitlines() if l.startswith("simclr_tf: error:")]
+    assert full.returncode == 3, full.stderr[-3000:]
+    assert len(errors) == 1 and "saving step 6" in errors[0] and "ckpt-4 is intact" in errors[0]
+    assert "Traceback" not in full.stderr
+    assert _latest_step(model_dir) == 4 and not list(model_dir.glob("*_temp*"))
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _latest_step(model_dir) == 12

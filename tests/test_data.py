@@ -365,3 +365,38 @@ def test_grayscale_and_rgba_tfds_images_become_rgb():
     )
     rgba = tf.constant(np.arange(16, dtype=np.uint8).reshape(2, 2, 4))
     np.testing.assert_array_equal(tfds_source._rgb(rgba, 4).numpy(), rgba.numpy()[..., :3])
+
+
+def test_a_tfrecord_without_image_encoded_is_refused_at_open(tmp_path):
+    path = str(tmp_path / "bad.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={"image/raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}
+            )
+        )
+        writer.write(example.SerializeToString())
+    with pytest.raises(DataError, match="no 'image/encoded' feature .found: image/raw") as info:
+        sources.open_source(f"tfrecord:{path}")
+    assert "\n" not in str(info.value)
+    (tmp_path / "junk.tfrecord").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="cannot read TFRecords"):
+        sources.open_source(f"tfrecord:{tmp_path}/junk.tfrecord")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe\x00garbage\x80", "not a text file"),
+        (b"a.jpg\nb.jpg 3\n", "line 2: 'b.jpg 3' is not one id"),
+        (b"# only a comment\n\n", "lists no examples"),
+    ],
+)
+def test_a_bad_label_subset_file_is_one_line(tmp_path, content, message):
+    from simclr_tf.data import subsets
+
+    path = tmp_path / "subset.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as info:
+        subsets.read_subset_file(str(path))
+    assert "\n" not in str(info.value)

@@ -22,6 +22,7 @@ ALLOWED = {
     # Shared infrastructure.
     "keras_compat": set(),
     "checkpoints": set(),
+    "run_lock": set(),
     "distributed": {"config", "keras_compat"},
     "losses": set(),
     "evaluation": set(),
@@ -35,9 +36,10 @@ ALLOWED = {
     "augment.batch_colour": {"augment.params", "config"},
     "augment.batch_ops": {"augment.batch_colour", "augment.params", "config"},
     # Data: sources know nothing of augmentation; only the pipeline joins the two.
-    "data": {"data.source", "data.file_sources", "data.tfds_source"},
+    "data": {"data.source", "data.file_sources", "data.image_header", "data.tfds_source"},
+    "data.image_header": set(),
     "data.source": set(),
-    "data.file_sources": {"data.source"},
+    "data.file_sources": {"data.image_header", "data.source"},
     "data.tfds_source": {"data.source"},
     "data.subsets": {"data.source"},
     "data.pipeline": {"augment.batch_ops", "augment.image_ops", "config", "data.source"},
@@ -91,6 +93,7 @@ ALLOWED = {
         "models.builders",
         "models.step_models",
         "run_dirs",
+        "run_lock",
         "run_setup",
         "teacher",
         "training_loop",
@@ -106,7 +109,7 @@ ALLOWED = {
     },
     # The command line: the only reader of absl flags.
     "flag_help": set(),
-    "main": {"config", "data", "export", "flag_help", "train"},
+    "main": {"checkpoints", "config", "data", "export", "flag_help", "run_lock", "train"},
 }
 
 

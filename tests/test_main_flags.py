@@ -203,3 +203,43 @@ def test_labelled_distillation_reads_all_labels_only_when_asked_for():
     result = _cli(*base, "--model_dir=/nonexistent/run")
     assert result.returncode == 2 and "reads labels" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _wrong_value(flag):
+    if isinstance(flag, flags._flag.EnumFlag):
+        return "no_such_choice"
+    if isinstance(flag, flags._flag.BooleanFlag):
+        return "maybe"
+    if flag.flag_type() in ("int", "float"):
+        return "not_a_number"
+    return None
+
+
+def test_every_typed_flag_refuses_a_wrong_value_in_one_line(capsys):
+    """Looped over the whole registry: each flag with a value of the wrong type ends
+    parsing with exit 2 and one line naming the flag."""
+    values = flags.FlagValues()
+    main.define_flags(values)
+    tried = 0
+    for name, flag in values._flags().items():
+        bad = _wrong_value(flag)
+        if bad is None or name != flag.name:
+            continue
+        fresh = flags.FlagValues()
+        main.define_flags(fresh)
+        with pytest.raises(SystemExit) as exit_info:
+            main.parse_flags(["simclr_tf", f"--{name}={bad}"], fresh)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1, (name, err)
+        assert err[0].startswith("simclr_tf: error:") and name in err[0], (name, err)
+        tried += 1
+    assert tried >= 40  # every int, float, bool and enum flag
+
+
+def test_a_missing_flagfile_is_one_line_and_exit_2():
+    result = _cli("--flagfile=flags/no_such_recipe.cfg")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "simclr_tf: error: ERROR:: Unable to open flagfile: [Errno 2] No such file or "
+        "directory: 'flags/no_such_recipe.cfg'"
+    ]

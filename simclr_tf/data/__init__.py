@@ -6,12 +6,15 @@ tf.data pipelines that turn a source into training and evaluation batches.
 """
 
 from simclr_tf.data import file_sources, tfds_source
+from simclr_tf.data.image_header import DEFAULT_MAX_PIXELS
 from simclr_tf.data.source import DataError, SkipCounter, Source
 
 __all__ = ["DataError", "SkipCounter", "Source", "open_source"]
 
 
-def open_source(spec, data_dir=None, download=True, strict=False) -> Source:
+def open_source(
+    spec, data_dir=None, download=True, strict=False, max_pixels=DEFAULT_MAX_PIXELS
+) -> Source:
     """Opens the data source a spec names.
 
     Args:
@@ -20,6 +23,8 @@ def open_source(spec, data_dir=None, download=True, strict=False) -> Source:
       data_dir: TFDS data directory (None: TFDS' default, `TFDS_DATA_DIR`).
       download: whether TFDS may download and prepare an unprepared dataset.
       strict: fail on an undecodable image instead of skipping and counting it.
+      max_pixels: images (folder, TFRecord) whose header claims more pixels are
+        refused before decoding, as undecodable ones are.
 
     Returns:
       A `Source` yielding `{"image": uint8 [H, W, 3], "label": int64 (-1 when
@@ -31,9 +36,9 @@ def open_source(spec, data_dir=None, download=True, strict=False) -> Source:
     if not spec:
         raise DataError("no dataset given")
     if spec.startswith("folder:"):
-        return file_sources.folder_source(spec[len("folder:") :], strict)
+        return file_sources.folder_source(spec[len("folder:") :], strict, max_pixels)
     if spec.startswith("tfrecord:"):
-        return file_sources.tfrecord_source(spec[len("tfrecord:") :], strict)
+        return file_sources.tfrecord_source(spec[len("tfrecord:") :], strict, max_pixels)
     if spec.startswith("tfds:"):
         spec = spec[len("tfds:") :]
     return tfds_source.tfds_source(spec, data_dir, download)

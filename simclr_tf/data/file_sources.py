@@ -17,6 +17,7 @@ import os
 
 import tensorflow as tf
 
+from simclr_tf.data.image_header import DEFAULT_MAX_PIXELS, check_pixels
 from simclr_tf.data.source import DataError, SkipCounter, Source, id_filter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -28,16 +29,18 @@ FEATURES = {
 }
 
 
-def decode(contents):
-    """Any of JPEG/PNG/BMP/GIF to uint8 RGB; grayscale, RGBA and palettes converted."""
+def decode(contents, max_pixels=DEFAULT_MAX_PIXELS):
+    """Any of JPEG/PNG/BMP/GIF to uint8 RGB; grayscale, RGBA and palettes converted.
+    An image whose header claims over `max_pixels` pixels is an error, not decoded."""
+    contents = check_pixels(contents, max_pixels)
     return tf.io.decode_image(contents, channels=3, expand_animations=False)
 
 
-def _load_image(item, is_path):
-    return decode(tf.io.read_file(item) if is_path else item)
+def _load_image(item, is_path, max_pixels=DEFAULT_MAX_PIXELS):
+    return decode(tf.io.read_file(item) if is_path else item, max_pixels)
 
 
-def decode_skipping_errors(item, fields, counter, is_path=False):
+def decode_skipping_errors(item, fields, counter, is_path=False, max_pixels=DEFAULT_MAX_PIXELS):
     """One element per input: the decoded image with `fields` (label, id), or none if
     decoding fails (counted).
 
@@ -46,7 +49,7 @@ def decode_skipping_errors(item, fields, counter, is_path=False):
     """
     good = (
         tf.data.Dataset.from_tensors(item)
-        .map(lambda x: _load_image(x, is_path))
+        .map(lambda x: _load_image(x, is_path, max_pixels))
         .ignore_errors()
         .map(lambda image: (image, True))
     )
@@ -59,16 +62,16 @@ def decode_skipping_errors(item, fields, counter, is_path=False):
     )
 
 
-def _decoded(records, strict, counter, is_path=False):
+def _decoded(records, strict, counter, is_path=False, max_pixels=DEFAULT_MAX_PIXELS):
     """(contents or path, {"label", "id"}) records -> {"image", "label", "id"}, decoded
     in parallel."""
     if strict:
         return records.map(
-            lambda x, fields: {"image": _load_image(x, is_path), **fields},
+            lambda x, fields: {"image": _load_image(x, is_path, max_pixels), **fields},
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return records.interleave(
-        lambda x, fields: decode_skipping_errors(x, fields, counter, is_path),
+        lambda x, fields: decode_skipping_errors(x, fields, counter, is_path, max_pixels),
         cycle_length=16,
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -117,7 +120,7 @@ def class_names(root):
     return dirs or None
 
 
-def folder_source(root, strict=False):
+def folder_source(root, strict=False, max_pixels=DEFAULT_MAX_PIXELS):
     root = os.path.expanduser(root)
     if not os.path.isdir(root):
         raise DataError(f"image folder not found: {root}")
@@ -145,7 +148,7 @@ def folder_source(root, strict=False):
         )
         if shuffle_files:
             records = records.shuffle(len(paths), reshuffle_each_iteration=True)
-        return _decoded(records, strict, counter, is_path=True)
+        return _decoded(records, strict, counter, is_path=True, max_pixels=max_pixels)
 
     def ids_of(split):
         return [
@@ -164,7 +167,29 @@ def folder_source(root, strict=False):
 # --- TFRecords ----------------------------------------------------------------------
 
 
-def tfrecord_source(pattern, strict=False):
+def _check_image_feature(path):
+    """The first record of `path` must hold `image/encoded` (a DataError before any
+    training, not a parse error mid-run)."""
+    try:
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.OpError as error:
+        raise DataError(f"cannot read TFRecords {path}: {error.message.splitlines()[0]}") from None
+    if first is None:
+        return
+    example = tf.train.Example()
+    try:
+        example.ParseFromString(first.numpy())
+    except Exception:  # noqa: BLE001 (protobuf's DecodeError)
+        raise DataError(f"{path}: its records are not tf.train.Example protos") from None
+    features = sorted(example.features.feature)
+    if "image/encoded" not in features:
+        raise DataError(
+            f"{path}: records have no 'image/encoded' feature (found: "
+            f"{', '.join(features) or 'none'}; tools/images_to_tfrecord.py writes the format)"
+        )
+
+
+def tfrecord_source(pattern, strict=False, max_pixels=DEFAULT_MAX_PIXELS):
     pattern = os.path.expanduser(pattern)
     if "{split}" in pattern:
         splits = {}
@@ -189,6 +214,8 @@ def tfrecord_source(pattern, strict=False):
             "id": tf.where(tf.strings.length(name) > 0, name, fallback),
         }
 
+    for files in splits.values():
+        _check_image_feature(files[0])
     # One pass over the labels (not the images) to size splits and count classes.
     sizes, max_label = {}, -1
     for split, files in splits.items():
@@ -223,7 +250,7 @@ def tfrecord_source(pattern, strict=False):
         if wanted is not None:  # before decoding
             keep = id_filter(wanted)
             parsed = parsed.filter(lambda _, fields: keep(fields["id"]))
-        return _decoded(parsed, strict, counter)
+        return _decoded(parsed, strict, counter, max_pixels=max_pixels)
 
     def index(split):
         return records(split, False).map(lambda _, fields: (fields["id"], fields["label"]))

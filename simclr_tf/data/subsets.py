@@ -42,8 +42,19 @@ def read_subset_file(path):
     """Ids listed one per line (blank lines and `#` comments skipped); the format of the
     SimCLR ImageNet 1%/10% files. A line may be a path: its last component is the id
     when the source names examples by file name."""
-    with tf.io.gfile.GFile(path) as f:
-        lines = [line.split("#", 1)[0].strip() for line in f]
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            lines = [line.split("#", 1)[0].strip() for line in f]
+    except UnicodeDecodeError:
+        raise DataError(f"label subset file {path} is not a text file of ids") from None
+    except tf.errors.NotFoundError:
+        raise DataError(f"label subset file {path} not found") from None
+    for number, line in enumerate(lines, start=1):
+        if len(line.split()) > 1:
+            raise DataError(
+                f"label subset file {path}, line {number}: {line[:80]!r} is not one id "
+                "(one id or file name per line)"
+            )
     ids = sorted({line for line in lines if line})
     if not ids:
         raise DataError(f"label subset file {path} lists no examples")
