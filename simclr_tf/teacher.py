@@ -6,6 +6,7 @@ norm on its moving statistics) whose weights no optimizer sees.
 """
 
 import tensorflow as tf
+from absl import logging
 
 from simclr_tf import checkpoints, run_dirs
 from simclr_tf.config import ConfigError
@@ -74,6 +75,13 @@ def _saved_model_teacher(path, image_size):
             f"{image_size} px: set --image_size={spec.shape[1]}"
         )
     classes = int(serve.structured_outputs["logits"].shape[-1])
+    if "proj_head_output" in serve.structured_outputs:
+        logging.warning(
+            "--teacher %s is a pretraining run's export: its logits are the online "
+            "probe's, which saw every label of that run's training split, so the student "
+            "learns from all of them whatever --label_fraction says",
+            path,
+        )
 
     def logits(images):
         return serve(images=tf.cast(images, tf.float32))["logits"]

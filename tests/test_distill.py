@@ -237,3 +237,26 @@ def test_bad_teachers_and_settings_fail_in_one_line(teacher_run, tmp_path, cifar
     )
     with pytest.raises(DataError, match="needs labels"):
         train.run(config)
+
+
+def test_a_pretraining_export_as_teacher_is_named_in_a_warning(tmp_path, caplog):
+    """Its logits are the online probe's, trained on every label."""
+    import functools
+    import logging
+
+    from simclr_tf import LARS
+    from simclr_tf.models import heads, resnet, step_models
+
+    pretrained = step_models.PretrainModel(
+        resnet.resnet(18, 0.125, cifar_stem=True, input_shape=(32, 32, 3)),
+        heads.ProjectionHead(num_layers=2, out_dim=8),
+        functools.partial(losses.nt_xent, temperature=0.5),
+        num_classes=10,
+    )
+    pretrained(tf.zeros([1, 32, 32, 3]))
+    pretrained.compile(optimizer=LARS(0.1))
+    export.export_saved_model(pretrained, 32, str(tmp_path / "pretrained"))
+    with caplog.at_level(logging.WARNING):
+        _, classes = teacher.load_teacher(str(tmp_path / "pretrained"), 32)
+    assert classes == 10
+    assert any("pretraining run's export" in r.getMessage() for r in caplog.records)

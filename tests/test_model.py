@@ -124,11 +124,21 @@ def test_fine_tune_after_block_freezes_the_early_layers():
     assert any(l.trainable and l.weights for l in model.encoder.layers[cut + 1 :])
 
 
-def test_classifier_from_head_layer_uses_the_projection_head():
-    model = builders.classifier_model(_config("finetune", ft_proj_selector=1), 5)
-    out = model(tf.zeros([2, 16, 16, 3]))
-    assert out["logits"].shape == (2, 5)
-    assert model.linear_head.kernel.shape[0] == model.encoder.output["final_avg_pool"].shape[-1]
+@pytest.mark.parametrize("selector", [0, 1])
+def test_classifier_from_head_layer_uses_the_projection_head(selector):
+    """From head layer 1 the logits move with the head's first kernel; from h they do
+    not (the head's width equals h's, so shapes cannot tell the two apart)."""
+    model = builders.classifier_model(_config("finetune", ft_proj_selector=selector), 5)
+    rng = np.random.default_rng(3)
+    model.linear_head.kernel.assign(rng.normal(size=model.linear_head.kernel.shape))
+    images = tf.constant(rng.random((4, 16, 16, 3)).astype(np.float32))
+    before = model(images)["logits"].numpy()
+    probe = builders.pretrain_model(_config(), 0).projection_head  # a head to perturb
+    head = model.projection_head if selector else probe
+    kernel = head.layers_[0].dense.kernel
+    kernel.assign(kernel * 3.0 + 0.1)
+    after = model(images)["logits"].numpy()
+    assert (not np.allclose(before, after, atol=1e-4)) == bool(selector)
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])
@@ -176,7 +186,13 @@ def test_checkpoints_hold_every_model_variable(tmp_path):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     for mine, theirs in zip(model.encoder.variables, clf.encoder.variables):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
-    assert saved
+    # Every variable's value (BN statistics and optimizer slots included) is stored.
+    reader = tf.train.load_checkpoint(str(tmp_path))
+    stored = [reader.get_tensor(k) for k, _ in tf.train.list_variables(str(tmp_path))]
+    for v in list(model.variables) + list(model.optimizer.variables):
+        value = np.asarray(v.numpy())
+        assert tuple(value.shape) in saved, v.path
+        assert any(np.shape(t) == value.shape and np.array_equal(t, value) for t in stored), v.path
 
 
 def test_keras_evaluate_agrees_with_the_project_evaluation():

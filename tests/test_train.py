@@ -87,6 +87,7 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     )
     ft = _replace(_replace(ft, "data", label_fraction=0.01), "model", ft_proj_selector=1)
     clf, results = train.run(ft)
+    finetuned = clf
     _, labels = open_source("cifar10", cifar_data_dir).index("train[:2000]")
     per_class = np.bincount(labels)
     assert results["train_examples"] == sum(max(1, round(0.01 * n)) for n in per_class)
@@ -122,10 +123,12 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
     # --mode=export on the fine-tuned run: the classifier's logits are served too.
     export_dir = tmp_path / "exported"
     export.export_from_config(_replace(ev, "run", mode="export", export_dir=str(export_dir)))
-    served = tf.saved_model.load(str(export_dir)).signatures["serving_default"](
-        images=tf.zeros([2, 32, 32, 3])
-    )
-    assert served["logits"].shape == (2, 10) and "final_avg_pool" in served
+    images = tf.constant(np.random.default_rng(0).random((2, 32, 32, 3)), tf.float32)
+    served = tf.saved_model.load(str(export_dir)).signatures["serving_default"](images=images)
+    # The values the trained model itself gives (32 px: no resizing in between).
+    expected = finetuned(images, training=False)
+    for key in ("logits", "final_avg_pool"):
+        np.testing.assert_allclose(served[key], expected[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_pretrain_under_two_replica_mirrored_strategy(tmp_path, cifar_data_dir):
