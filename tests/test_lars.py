@@ -60,3 +60,26 @@ def test_lars_is_a_keras_optimizer_with_schedule():
     v = tf.Variable(np.ones(3, np.float32))
     optimizer.apply_gradients([(tf.ones(3), v)])
     assert int(optimizer.iterations) == 1 and float(v[0]) < 1.0
+
+
+def test_reference_momentum_is_nesterov_sgd():
+    """google-research/simclr's `--optimizer=momentum` is Keras SGD with Nesterov
+    momentum: v <- m v - lr g, w <- w + m v - lr g (no weight decay in the update;
+    the reference adds its L2 term to the loss)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from simclr_tf.optim.optimizers import build_optimizer
+
+    lr, m = 0.1, 0.9
+    grads = [np.array([0.5, -1.0], np.float32), np.array([0.25, 2.0], np.float32)]
+    w0 = np.array([1.0, 2.0], np.float32)
+    for mode, nesterov in (("reference", True), ("decoupled", False)):
+        variable = tf.Variable(w0)
+        optimizer = build_optimizer("momentum", lr, m, weight_decay=0.0, mode=mode)
+        w, v = w0.astype(np.float64), np.zeros(2)
+        for g in grads:
+            optimizer.apply([tf.constant(g)], [variable])
+            v = m * v - lr * g
+            w = w + (m * v - lr * g if nesterov else v)
+        np.testing.assert_allclose(variable.numpy(), w, rtol=1e-6, err_msg=mode)

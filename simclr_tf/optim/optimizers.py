@@ -21,7 +21,8 @@ def build_optimizer(name, learning_rate, momentum=0.9, weight_decay=0.0, mode="r
         and Adam: in `reference` mode they get none (the step model adds the
         reference's L2 term to the loss instead); `decoupled` gives SGD a decoupled
         decay and makes Adam AdamW (Keras' convention).
-      mode: `reference` or `decoupled` (config.WEIGHT_DECAY_MODES).
+      mode: `reference` or `decoupled` (config.WEIGHT_DECAY_MODES). `reference` also
+        makes `momentum` Nesterov's, as the reference's SGD is.
 
     Returns:
       A `keras.optimizers.Optimizer`.
@@ -33,7 +34,10 @@ def build_optimizer(name, learning_rate, momentum=0.9, weight_decay=0.0, mode="r
         return LARS(learning_rate, momentum=momentum, weight_decay=weight_decay)
     if name == "momentum":
         return keras.optimizers.SGD(
-            learning_rate, momentum=momentum, nesterov=False, weight_decay=decoupled or None
+            learning_rate,
+            momentum=momentum,
+            nesterov=mode == "reference",
+            weight_decay=decoupled or None,
         )
     if name == "adam":
         if not decoupled:
