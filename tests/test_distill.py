@@ -260,3 +260,39 @@ def test_a_pretraining_export_as_teacher_is_named_in_a_warning(tmp_path, caplog)
         _, classes = teacher.load_teacher(str(tmp_path / "pretrained"), 32)
     assert classes == 10
     assert any("pretraining run's export" in r.getMessage() for r in caplog.records)
+
+
+def test_labelled_distillation_loss_is_the_weighted_sum_over_labelled_rows(
+    teacher_run, cifar_data_dir
+):
+    """With a labelled term the logged losses equal numpy's: the tempered cross-entropy
+    to the teacher on every row, the label cross-entropy on the labelled rows only, and
+    their weighted sum (weight decay 0; learning rate 0 so the step's forward pass is
+    the one recomputed here)."""
+    logits_fn, classes = teacher.load_teacher(str(teacher_run), SIZE)
+    config = _config(
+        "/tmp/unused",
+        cifar_data_dir,
+        "distill",
+        distill=DistillConfig(str(teacher_run), distill_temperature=2.0, distill_label_weight=0.5),
+    )
+    student = builders.distillation_model(config, classes, logits_fn)
+    student.compile(optimizer=keras.optimizers.SGD(0.0))
+    source = open_source("cifar10", cifar_data_dir)
+    saved = train.run_dirs.required_config(str(teacher_run))
+    batch = next(iter(pipeline.eval_dataset(source, "train[:32]", saved.data, 32)))
+    images = batch["image"]
+    labels = batch["label"].numpy().copy()
+    labels[::3] = -1  # a third of the rows unlabelled
+    teacher_logits = logits_fn(images).numpy()
+    student_logits = student(images, training=True)["logits"].numpy()
+    logs = student.train_on_batch({"image": images, "label": labels}, return_dict=True)
+    distill = _numpy_distillation(teacher_logits, student_logits, 2.0)
+    shown = labels >= 0
+    log_p = student_logits - np.log(np.exp(student_logits).sum(1, keepdims=True))
+    label_loss = float(-np.mean(log_p[shown, labels[shown]]))
+    accuracy = float(np.mean(student_logits[shown].argmax(1) == labels[shown]))
+    assert float(logs["distill_loss"]) == pytest.approx(distill, rel=1e-4)
+    assert float(logs["label_loss"]) == pytest.approx(label_loss, rel=1e-4)
+    assert float(logs["accuracy"]) == pytest.approx(accuracy)
+    assert float(logs["loss"]) == pytest.approx(distill + 0.5 * label_loss, rel=1e-4)

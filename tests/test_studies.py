@@ -259,6 +259,40 @@ def test_random_init_is_the_seeded_untrained_base_network():
     assert not np.allclose(a["h"][0], c["h"][0])
 
 
+def test_the_floor_is_the_network_a_run_of_that_seed_starts_from(tmp_path, cifar_data_dir):
+    """A one-step pretraining whose warmup puts the learning rate at 0 keeps its
+    starting kernels: they must be the floor's, kernel for kernel."""
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    from conftest import REPO
+
+    flags = ["--width_multiplier=0.125", "--train_steps=1", "--warmup_epochs=1"]
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "simclr_tf.main", f"--flagfile={grid.BASE_FLAGFILE}",
+         f"--model_dir={run}", f"--data_dir={cifar_data_dir}", "--seed=4", *flags],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    import keras
+
+    keras.utils.set_random_seed(4)  # as random_init_features(config, splits, seed=4) does
+    floor_encoder, _ = evaluate._encoder_and_head(runner.base_config(flags))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run)))
+    stored = {
+        name: reader.get_tensor(name)
+        for name, shape in tf.train.list_variables(str(run))
+        if name.startswith("encoder/") and len(shape) == 4 and "OPTIMIZER" not in name
+    }
+    kernels = [v.numpy() for v in floor_encoder.weights if len(v.shape) == 4]
+    assert len(kernels) == len(stored) > 10
+    for kernel in kernels:
+        assert any(np.array_equal(kernel, t) for t in stored.values())
+
+
 def test_scores_survive_features_that_overflow_float32_squares():
     """Without L2 normalisation in the loss an encoder can output ~1e19 (seen in the
     loss study): such features must still be scored, and infinite ones flagged."""
