@@ -49,7 +49,13 @@ ALLOWED = {
     "models.conv": set(),
     "models.resnet": {"models.batch_norm", "models.conv"},
     "models.heads": {"models.batch_norm"},
-    "models.step_models": {"keras_compat", "models.heads", "models.resnet", "optim.lars"},
+    "models.weight_decay": {"keras_compat", "optim.lars"},
+    "models.step_models": {
+        "keras_compat",
+        "models.heads",
+        "models.resnet",
+        "models.weight_decay",
+    },
     "models.distillation": {"losses", "models.step_models"},
     "models.builders": {
         "config",

@@ -259,6 +259,7 @@ def test_random_init_is_the_seeded_untrained_base_network():
     assert not np.allclose(a["h"][0], c["h"][0])
 
 
+@pytest.mark.slow
 def test_the_floor_is_the_network_a_run_of_that_seed_starts_from(tmp_path, cifar_data_dir):
     """A one-step pretraining whose warmup puts the learning rate at 0 keeps its
     starting kernels: they must be the floor's, kernel for kernel."""
@@ -281,16 +282,19 @@ def test_the_floor_is_the_network_a_run_of_that_seed_starts_from(tmp_path, cifar
 
     keras.utils.set_random_seed(4)  # as random_init_features(config, splits, seed=4) does
     floor_encoder, _ = evaluate._encoder_and_head(runner.base_config(flags))
+    # Every 4-D tensor of the checkpoint (Keras 3 stores each variable once, under the
+    # first path it finds, often the optimizer's): the kernels and their momentum slots.
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run)))
-    stored = {
-        name: reader.get_tensor(name)
+    stored = [
+        reader.get_tensor(name)
         for name, shape in tf.train.list_variables(str(run))
-        if name.startswith("encoder/") and len(shape) == 4 and "OPTIMIZER" not in name
-    }
+        if len(shape) == 4
+    ]
     kernels = [v.numpy() for v in floor_encoder.weights if len(v.shape) == 4]
-    assert len(kernels) == len(stored) > 10
+    assert len(kernels) > 10 and len(stored) >= len(kernels)
     for kernel in kernels:
-        assert any(np.array_equal(kernel, t) for t in stored.values())
+        assert np.abs(kernel).max() > 0
+        assert any(t.shape == kernel.shape and np.array_equal(kernel, t) for t in stored)
 
 
 def test_scores_survive_features_that_overflow_float32_squares():

@@ -75,7 +75,8 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
         h = np.concatenate(h).astype(np.float64)
         features[name] = (h / np.linalg.norm(h, axis=1, keepdims=True), np.concatenate(y))
     (bank, bank_y), (query, query_y) = features["bank"], features["query"]
-    assert len(bank) == 256 and len(query) == 128
+    # Class-balanced samples: each class's share rounds, by half an example at most.
+    assert abs(len(bank) - 256) <= 5 and abs(len(query) - 128) <= 5
     predicted = numpy_knn(bank, bank_y, query, 10, config.run.knn_k, config.run.knn_temperature)
     # One query may flip on a near tie between float32 and float64 similarities.
     assert results["knn_acc"] == pytest.approx(np.mean(predicted == query_y), abs=1.5 / len(query))
