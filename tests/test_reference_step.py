@@ -85,3 +85,50 @@ def test_a_folder_that_is_no_fixture_fails_in_one_line(tmp_path):
     errors = [l for l in stderr.splitlines() if l.startswith("check_reference_step: error:")]
     assert len(errors) == 1 and "not a readable fixture" in errors[0]
     assert "Traceback" not in stderr
+
+
+_SPREAD_PROBE = r"""
+import sys
+sys.argv = ["x"]
+import check_reference_step as c
+import numpy as np
+import tensorflow as tf
+from types import SimpleNamespace
+
+# restart: every nonzero trainable value moves exactly one float32 spacing, zeros stay,
+# non-trainable values and the optimizer's state go back to the start.
+w = tf.Variable(np.array([1.0, -3.0, 0.0, 1e-30], np.float32))
+stat = tf.Variable(np.array([5.0], np.float32), trainable=False)
+slot = tf.Variable(np.array([7.0], np.float32))
+model = SimpleNamespace(
+    variables=[w, stat], trainable_variables=[w], optimizer=SimpleNamespace(variables=[slot])
+)
+start = [np.array([1.0, -3.0, 0.0, 1e-30], np.float32), np.array([4.0], np.float32)]
+c.restart(model, start, perturb_seed=3)
+new, old = w.numpy()[[0, 1, 3]], start[0][[0, 1, 3]]
+# Adjacent float32 values: different, and the next float32 from the old toward the new
+# is the new one.
+assert np.all(new != old) and np.array_equal(np.nextafter(old, new), new), (old, new)
+assert w.numpy()[2] == 0 and stat.numpy()[0] == 4.0 and slot.numpy()[0] == 0.0
+
+# A difference is excused only up to SPREAD_FACTOR x what rounding moved our own run.
+ref = np.array([1.0, 2.0, 3.0])
+mine = ref + np.array([0.0, 0.3, 0.0])
+assert abs(c._beyond_spread(mine, ref, np.zeros(3))[1] - 0.3) < 1e-12
+assert c._beyond_spread(mine, ref, np.full(3, 0.3 / c.SPREAD_FACTOR)).max() == 0.0
+assert abs(c._beyond_spread(mine, ref, np.full(3, 0.1)).max() - (0.3 - 0.1 * c.SPREAD_FACTOR)) < 1e-12
+print("probe ok")
+"""
+
+
+def test_rounding_spread_excuses_only_what_rounding_moves():
+    """The perturbed runs start one float32 spacing away (nothing else changes), and a
+    difference counts only beyond SPREAD_FACTOR x the spread they measured."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SPREAD_PROBE],
+        cwd=REPO / "tools",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "probe ok" in result.stdout, result.stderr[-3000:]
