@@ -30,6 +30,15 @@ from tools.benchmark.options import FLAGS, REPO
 
 flags.DEFINE_list("accuracy_epochs", ["1", "5"], "accuracy: training lengths in epochs.")
 flags.DEFINE_list("accuracy_seeds", ["0", "1"], "accuracy: seeds per length.")
+flags.DEFINE_list(
+    "accuracy_impls", ["simclr_tf", "lightly"], "accuracy: the implementations to run."
+)
+flags.DEFINE_string(
+    "accuracy_recipe",
+    DEFAULT_RECIPE := "flags/study_cpu.cfg",
+    "accuracy: simclr_tf's flagfile (lightly copies study_cpu.cfg's settings, so the "
+    "comparison holds only for recipes with those settings, as flags/cifar10_cpu_long.cfg).",
+)
 flags.DEFINE_string(
     "torch_python",
     None,
@@ -87,7 +96,7 @@ def _simclr_tf(cell_dir, epochs, seed, data_dir, splits):
         sys.executable,
         "-m",
         "simclr_tf.main",
-        "--flagfile=flags/study_cpu.cfg",
+        f"--flagfile={FLAGS.accuracy_recipe}",
         f"--model_dir={cell_dir}",
         f"--train_steps={STEPS_PER_EPOCH * epochs}",
         f"--width_multiplier={FLAGS.width}",
@@ -126,6 +135,13 @@ def _lightly(cell_dir, epochs, seed, data_path, splits, bf16):
     return seconds, evaluate.evaluate_features(features, *splits, num_classes=10, seed=seed)
 
 
+def _impl_dir(impl):
+    """Cells of another simclr_tf recipe are other runs: they get their own folder."""
+    if impl != "simclr_tf" or FLAGS.accuracy_recipe == DEFAULT_RECIPE:
+        return impl
+    return f"{impl}-{os.path.splitext(os.path.basename(FLAGS.accuracy_recipe))[0]}"
+
+
 def _lightly_training_seconds(cell_dir):
     """Process start to the end of training, as simclr_tf's process is timed: the
     PyTorch process goes on to extract features, which simclr_tf's run does not."""
@@ -142,14 +158,17 @@ def _auto_is_bf16():
 def bench_accuracy():
     if not FLAGS.work_dir:
         raise ValueError("--work_dir is required (a directory outside the repository)")
+    unknown = set(FLAGS.accuracy_impls) - {"simclr_tf", "lightly"}
+    if unknown:
+        raise ValueError(f"--accuracy_impls: unknown {sorted(unknown)} (simclr_tf, lightly)")
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     data_path, splits = _data(FLAGS.work_dir, FLAGS.data_dir)
     bf16 = _auto_is_bf16()
     results = []
     for seed in (int(s) for s in FLAGS.accuracy_seeds):
         for epochs in (int(e) for e in FLAGS.accuracy_epochs):
-            for impl in ("simclr_tf", "lightly"):
-                cell_dir = os.path.join(FLAGS.work_dir, impl, f"epochs{epochs}_seed{seed}")
+            for impl in FLAGS.accuracy_impls:
+                cell_dir = os.path.join(FLAGS.work_dir, _impl_dir(impl), f"epochs{epochs}_seed{seed}")
                 path = os.path.join(cell_dir, RESULT_FILE)
                 if os.path.exists(path):
                     with open(path) as f:
@@ -166,6 +185,7 @@ def bench_accuracy():
                     seconds, scores = _lightly(cell_dir, epochs, seed, data_path, splits, bf16)
                 result = {
                     "impl": impl,
+                    **({"recipe": FLAGS.accuracy_recipe} if impl == "simclr_tf" else {}),
                     "epochs": epochs,
                     "seed": seed,
                     "steps": STEPS_PER_EPOCH * epochs,
