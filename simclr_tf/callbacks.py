@@ -5,6 +5,7 @@ at the end of each, so a rerun resumes at the last one (optimizer state and step
 included) and `StopAtStep` ends exactly at the requested step.
 """
 
+import dataclasses
 import math
 import time
 
@@ -151,3 +152,91 @@ class SkippedImages(keras.callbacks.Callback):
             logs["skipped_images"] = self.counter.value
         if self.counter.value:
             logging.warning("%d unreadable images skipped so far", self.counter.value)
+
+
+class BudgetCallback(keras.callbacks.Callback):
+    """Times the run, plans its length after `skip_calls` + `timed_calls` compiled
+    calls, and checks the plan at the end of every checkpoint loop, re-planning once
+    if the cost per step drifted: the step's own time over the last loop (the going
+    rate) plus everything between steps (saves, monitor) since the plan, per step.
+
+    `stopper` (a `callbacks.StopAtStep`) and `schedule` (a `PlannedWarmupCosine`) are
+    set to each plan; `on_plan(plan)` stores it (the chief writes it)."""
+
+    def __init__(
+        self,
+        planner,
+        schedule,
+        stopper,
+        start_time,
+        on_plan,
+        skip_calls=2,
+        timed_calls=10,
+        clock=time.time,
+    ):
+        super().__init__()
+        self.planner, self.schedule, self.stopper = planner, schedule, stopper
+        self.start_time, self.on_plan, self.clock = start_time, on_plan, clock
+        self.skip_calls, self.timed_calls = skip_calls, timed_calls
+        self.calls = 0
+        self._begin = None
+        self._timed = []  # (seconds, steps) of the calls timed for the first plan
+        self._startup_s = 0.0
+        self._since = None  # (time, step) the plan was made at
+        self._stepping_since_plan = 0.0  # seconds inside compiled calls since then
+        self._loop = [0.0, 0]  # seconds and steps inside compiled calls this loop
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = (self.clock(), self._step())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._begin is None:
+            return
+        now, step = self.clock(), self._step()
+        seconds, steps = now - self._begin[0], step - self._begin[1]
+        self.calls += 1
+        if self.calls == 1:
+            # The first call traces and compiles the step; evaluation will do the same.
+            self._startup_s = seconds
+        if self.planner.plan is not None:
+            self._stepping_since_plan += seconds
+            self._loop[0] += seconds
+            self._loop[1] += steps
+            return
+        if self.calls > self.skip_calls:
+            self._timed.append((seconds, steps))
+        if len(self._timed) >= self.timed_calls:
+            step_s = sum(t for t, _ in self._timed) / max(1, sum(n for _, n in self._timed))
+            self._apply(step, now, step_s, self.planner.estimated_overhead(step_s))
+
+    def on_epoch_end(self, epoch, logs=None):
+        plan = self.planner.plan
+        loop_seconds, loop_steps = self._loop
+        self._loop = [0.0, 0]
+        if plan is None or plan.replans or self._since is None or loop_steps < 1:
+            return
+        now, step = self.clock(), self._step()
+        t0, s0 = self._since
+        if step >= plan.steps:
+            return
+        step_s = loop_seconds / loop_steps
+        overhead_s = max(0.0, (now - t0) - self._stepping_since_plan) / max(1, step - s0)
+        if self.planner.drifted(step_s, overhead_s):
+            self._apply(step, now, step_s, overhead_s)
+
+    def _apply(self, step, now, step_s, overhead_s):
+        plan = self.planner.make_plan(
+            step, now - self.start_time, step_s, overhead_s, self._startup_s, now
+        )
+        self.schedule.replan(step, plan.steps, plan.warmup_steps)
+        state = self.schedule.state()
+        plan = dataclasses.replace(plan, warmup_steps=int(state["warmup"]), schedule=state)
+        self.planner.plan = plan
+        self.stopper.total_steps = plan.steps
+        self._since = (now, step)
+        self._stepping_since_plan = 0.0
+        logging.info("%s", plan.line())
+        self.on_plan(plan)

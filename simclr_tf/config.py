@@ -116,6 +116,7 @@ class RunConfig:
     model_dir: str = "runs/default"
     train_epochs: float = 100.0
     train_steps: int = 0  # > 0 overrides train_epochs.
+    time_budget: str | None = None  # "30m", "90s", "2h": plan the steps (time_budget.py)
     checkpoint_steps: int = 500
     keep_checkpoints: int = 3
     init_checkpoint: str | None = None

@@ -30,6 +30,10 @@ HELP = {
     "knn_temperature": "Vote temperature for the kNN monitor.",
     "knn_bank_size": "Train examples in the kNN feature bank.",
     "summary_steps": "Write TensorBoard scalars every this many steps.",
+    "time_budget": "Train for this wall-clock time (e.g. 90s, 30m, 2h, 1h30m), "
+    "evaluation included: the run times its first steps, plans the number of steps and "
+    "sets warmup and cosine decay over them (replaces --train_epochs/--train_steps; the "
+    "plan is logged and written to config.json).",
     "export_dir": "Where --mode=export writes (default: model_dir/export).",
     "dataset": "A TFDS name (cifar10), folder:/path/to/images or tfrecord:/glob.",
     "data_dir": "TFDS data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).",

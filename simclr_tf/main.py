@@ -99,6 +99,7 @@ def validate(c: cfg.Config):
             "set --train_epochs > 0 or --train_steps > 0",
         ),
         (c.run.checkpoint_steps >= 1, "--checkpoint_steps must be >= 1"),
+        (_budget_error(c) is None, _budget_error(c)),
         (c.run.keep_checkpoints >= 1, "--keep_checkpoints must be >= 1"),
         (c.model.proj_out_dim >= 1, "--proj_out_dim must be >= 1"),
         (c.model.num_proj_layers >= 1, "--num_proj_layers must be >= 1"),
@@ -199,8 +200,9 @@ def _read_by():
     # eval and export take the model and its training from the run's config.json.
     table.update({f.name: TRAINING for f in dataclasses.fields(cfg.OptimConfig)})
     table.update({f.name: TRAINING for f in dataclasses.fields(cfg.ModelConfig)})
-    for name in ("train_epochs", "train_steps", "checkpoint_steps", "keep_checkpoints"):
+    for name in ("train_epochs", "train_steps", "time_budget", "checkpoint_steps"):
         table[name] = TRAINING
+    table["keep_checkpoints"] = TRAINING
     for name in ("summary_steps", "steps_per_execution"):
         table[name] = TRAINING
     for name in ("knn_every_epochs", "knn_k", "knn_temperature", "knn_bank_size"):
@@ -221,9 +223,24 @@ def _read_by():
 READ_BY = _read_by()
 
 
+def _budget_error(c: cfg.Config):
+    """The one-line reason `--time_budget` cannot be read, or None."""
+    from simclr_tf import time_budget
+
+    if not c.run.time_budget:
+        return None
+    try:
+        time_budget.parse_duration(c.run.time_budget)
+    except time_budget.BudgetError as error:
+        return str(error)
+    return None
+
+
 def _reads(c: cfg.Config, name):
     if name in ("label_fraction", "label_subset") and c.run.mode == "distill":
         return c.distill.distill_label_weight > 0  # no labelled term: no label is read
+    if name in ("train_epochs", "train_steps") and c.run.time_budget:
+        return False  # the budget plans the length
     return c.run.mode in READ_BY[name]
 
 

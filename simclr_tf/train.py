@@ -19,17 +19,18 @@ from simclr_tf import (
     callbacks,
     checkpoints,
     distributed,
-    evaluation,
+    job_evaluation,
     run_dirs,
     run_lock,
     run_setup,
     teacher,
+    time_budget,
     training_loop,
     view_grid,
 )
 from simclr_tf.config import Config, ConfigError
 from simclr_tf.data import DataError, pipeline, subsets
-from simclr_tf.models import builders, step_models
+from simclr_tf.models import builders
 from simclr_tf.training_loop import TrainingError  # noqa: F401  (raised by run)
 
 
@@ -74,47 +75,7 @@ def _with_saved_model(config):
 # --- The job ------------------------------------------------------------------------
 
 
-def _eval_results(model, config, source, strategy=None):
-    """Accuracy on `eval_split`, computed across `strategy`'s replicas where given."""
-    d = config.data
-    if not source.labeled or d.eval_split is None:
-        return {}
-    source.check_split(d.eval_split)
-    subset = subsets.sample_ids(
-        source, d.eval_split, config.run.eval_steps * d.eval_batch_size, d.seed, "Evaluation"
-    )
-    dataset = pipeline.eval_dataset(source, d.eval_split, d, d.eval_batch_size, subset=subset)
-    if isinstance(model, step_models.PretrainModel):
-        if model.probe is None:
-            return {}
-        metrics = evaluation.classification_metrics(model, dataset, "probe_logits", strategy)
-        return {"eval_probe_acc": metrics["accuracy"], "eval_probe_loss": metrics["loss"]}
-    metrics = evaluation.classification_metrics(model, dataset, strategy=strategy)
-    return {
-        "eval_accuracy": metrics["accuracy"],
-        "eval_loss": metrics["loss"],
-        "eval_examples": metrics["examples"],
-    }
-
-
-def knn_datasets(config, source):
-    d = config.data
-    bank_ids = subsets.sample_ids(
-        source, d.train_split, config.run.knn_bank_size, d.seed, "kNN bank"
-    )
-    query_ids = subsets.sample_ids(
-        source, d.eval_split, config.run.eval_steps * d.eval_batch_size, d.seed, "kNN queries"
-    )
-    bank = functools.partial(
-        pipeline.eval_dataset, source, d.train_split, d, d.eval_batch_size, subset=bank_ids
-    )
-    query = functools.partial(
-        pipeline.eval_dataset, source, d.eval_split, d, d.eval_batch_size, subset=query_ids
-    )
-    return bank, query
-
-
-def pretrain(config: Config, strategy, source, extra_callbacks=()):
+def pretrain(config: Config, strategy, source, extra_callbacks=(), start_time=None):
     d = config.data
     num_train = source.num_examples(d.train_split)
     total = training_loop.steps_for(config, num_train)
@@ -141,7 +102,7 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
     if source.labeled and d.eval_split in source.split_sizes:
-        bank, query = knn_datasets(config, source)
+        bank, query = job_evaluation.knn_datasets(config, source)
         loop = min(config.run.checkpoint_steps, total)
         # In fit epochs (checkpoint loops); 0 means only the final evaluation below.
         every = config.run.knn_every_epochs * steps_per_epoch / loop
@@ -149,11 +110,20 @@ def pretrain(config: Config, strategy, source, extra_callbacks=()):
             bank, query, source.num_classes, every, config.run.knn_k, config.run.knn_temperature
         )
         extra.insert(0, monitor)
-    step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
+    budget = time_budget.pretrain_workload(
+        config,
+        steps_per_epoch,
+        job_evaluation.eval_examples(config, source),
+        min(config.run.knn_bank_size, num_train) if monitor is not None else 0,
+        monitor.every_epochs if monitor is not None else 0,
+    )
+    step = training_loop.fit_to_step(
+        model, config, strategy, dataset_fn, total, extra, budget, start_time
+    )
     results = {"global_step": step, "train_examples": num_train}
     if monitor is not None:
         results["knn_acc"] = monitor.evaluate()
-        results.update(_eval_results(model, config, source, strategy))
+        results.update(job_evaluation.eval_results(model, config, source, strategy))
     return model, results
 
 
@@ -165,7 +135,9 @@ def _write_view_summary(config, source, pairs=16):
     view_grid.write_summary(log_dir, batch["view1"], batch["view2"], step=0)
 
 
-def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder=False):
+def classify(
+    config: Config, strategy, source, extra_callbacks=(), fresh_encoder=False, start_time=None
+):
     d, mode = config.data, config.run.mode
     if not source.labeled:
         raise DataError(f"--mode={mode} needs labels, but {source.name} has none")
@@ -190,13 +162,18 @@ def classify(config: Config, strategy, source, extra_callbacks=(), fresh_encoder
     extra = list(extra_callbacks)
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
-    step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
+    budget = time_budget.workload(
+        config, 1, job_evaluation.eval_examples(config, source), num_train / d.batch_size
+    )
+    step = training_loop.fit_to_step(
+        model, config, strategy, dataset_fn, total, extra, budget, start_time
+    )
     results = {"global_step": step, "train_examples": num_train}
-    results.update(_eval_results(model, config, source, strategy))
+    results.update(job_evaluation.eval_results(model, config, source, strategy))
     return model, results
 
 
-def distill(config: Config, strategy, source, extra_callbacks=()):
+def distill(config: Config, strategy, source, extra_callbacks=(), start_time=None):
     """SimCLRv2's distillation: a frozen teacher labels every image of the train split
     on the fly; the student learns its tempered predictions (plus, with
     `distill_label_weight` > 0, the labels of the labelled subset)."""
@@ -240,7 +217,12 @@ def distill(config: Config, strategy, source, extra_callbacks=()):
     extra = list(extra_callbacks)
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
-    step = training_loop.fit_to_step(model, config, strategy, dataset_fn, total, extra)
+    budget = time_budget.workload(
+        config, 1, job_evaluation.eval_examples(config, source), num_train / d.batch_size
+    )
+    step = training_loop.fit_to_step(
+        model, config, strategy, dataset_fn, total, extra, budget, start_time
+    )
     results = {
         "global_step": step,
         "train_examples": num_train,
@@ -249,9 +231,9 @@ def distill(config: Config, strategy, source, extra_callbacks=()):
             0 if not read_labels else num_train if labelled is None else len(labelled)
         ),
     }
-    results.update(_eval_results(model, config, source, strategy))
+    results.update(job_evaluation.eval_results(model, config, source, strategy))
     if "eval_accuracy" in results:  # the teacher on the same examples, for comparison
-        results["teacher_eval_accuracy"] = _eval_results(
+        results["teacher_eval_accuracy"] = job_evaluation.eval_results(
             _LogitsModel(teacher_logits), config, source
         )["eval_accuracy"]
     return model, results
@@ -272,7 +254,10 @@ def evaluate(config: Config, strategy, source):
     with strategy.scope():
         model = _classifier_model(config, source.num_classes, fresh_encoder=True)
     path = checkpoints.restore_model(model, config.run.model_dir)
-    return model, {"checkpoint": path, **_eval_results(model, config, source, strategy)}
+    return model, {
+        "checkpoint": path,
+        **job_evaluation.eval_results(model, config, source, strategy),
+    }
 
 
 def run(config: Config, extra_callbacks=()):
@@ -326,15 +311,15 @@ def _run_mode(config: Config, strategy, source, extra_callbacks, start):
     chief = distributed.is_chief(strategy)
     logging.info("%s on %s with %d replica(s)", r.mode, source.name, strategy.num_replicas_in_sync)
     if r.mode == "pretrain":
-        model, results = pretrain(config, strategy, source, extra_callbacks)
+        model, results = pretrain(config, strategy, source, extra_callbacks, start)
     elif r.mode in ("linear_eval", "finetune"):
         model, results = classify(
-            config, strategy, source, extra_callbacks, fresh_encoder=not r.init_checkpoint
+            config, strategy, source, extra_callbacks, not r.init_checkpoint, start
         )
     elif r.mode == "distill":
-        model, results = distill(config, strategy, source, extra_callbacks)
+        model, results = distill(config, strategy, source, extra_callbacks, start)
     elif r.mode == "supervised":
-        model, results = classify(config, strategy, source, extra_callbacks, fresh_encoder=True)
+        model, results = classify(config, strategy, source, extra_callbacks, True, start)
     elif r.mode == "eval":
         model, results = evaluate(config, strategy, source)
     else:

@@ -6,13 +6,14 @@ weights gone non-finite stop the run without saving over good checkpoints; batch
 that float16 loss scaling skipped are made up for.
 """
 
+import dataclasses
 import math
 import os
 
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import callbacks, checkpoints, distributed, keras_compat, preemption
+from simclr_tf import callbacks, checkpoints, distributed, keras_compat, preemption, time_budget
 from simclr_tf.config import Config
 from simclr_tf.optim import optimizers, schedules
 
@@ -36,16 +37,28 @@ def compile_for_run(model, config: Config, total_steps, steps_per_epoch):
             warmup,
             total_steps,
         )
-    schedule = schedules.warmup_cosine(peak, warmup, total_steps)
+    if config.run.time_budget:
+        # Its length is planned once the run has timed its first steps (time_budget.py).
+        schedule = schedules.PlannedWarmupCosine(peak, warmup, total_steps)
+    else:
+        schedule = schedules.warmup_cosine(peak, warmup, total_steps)
     optimizer = optimizers.build_optimizer(
         o.optimizer, schedule, o.momentum, o.weight_decay, o.weight_decay_mode
     )
     model.compile(optimizer=optimizer, jit_compile=config.run.jit_compile)
+    model.lr_schedule = schedule
     optimizer.build(model.trainable_variables)
     return model
 
 
+# The length a budgeted run starts with, until its plan replaces it: in whole checkpoint
+# loops, longer than any budget will allow.
+PROVISIONAL_LOOPS = 10**6
+
+
 def steps_for(config: Config, num_examples):
+    if config.run.time_budget:
+        return config.run.checkpoint_steps * PROVISIONAL_LOOPS
     if config.run.train_steps > 0:
         return config.run.train_steps
     return max(1, math.ceil(config.run.train_epochs * num_examples / config.data.batch_size))
@@ -73,9 +86,13 @@ def _replayed_dataset(strategy, dataset_fn, step):
     return strategy.distribute_datasets_from_function(from_step)
 
 
-def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callbacks):
+def fit_to_step(
+    model, config, strategy, dataset_fn, total_steps, extra_callbacks, budget=None, start_time=None
+):
     """Trains until `total_steps` applied updates, resuming from `model_dir`'s latest
-    checkpoint; `dataset_fn(input_context, skip_batches)` builds each input pipeline."""
+    checkpoint; `dataset_fn(input_context, skip_batches)` builds each input pipeline.
+    With `budget` (a `time_budget.Workload`), the run plans its own length instead
+    (a resumed run keeps the plan it made)."""
     r = config.run
     chief = distributed.is_chief(strategy)
     worker_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
@@ -84,6 +101,13 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
     )
     manager.restore_latest()
     step = int(model.optimizer.iterations.numpy())
+    stopper = callbacks.StopAtStep(total_steps)
+    plan = time_budget.read_plan(r.model_dir) if budget is not None else None
+    if plan is not None:
+        model.lr_schedule.restore(plan.schedule)
+        total_steps = stopper.total_steps = plan.steps
+        budget = None
+        logging.info("Resuming the budgeted run's plan: %s", plan.line())
     loop = min(r.checkpoint_steps, total_steps)
     if step >= total_steps:
         logging.info("Already at step %d of %d; nothing to train", step, total_steps)
@@ -108,10 +132,24 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
         loop,
         model.steps_per_execution,
     )
-    stopper = callbacks.StopAtStep(total_steps)
+    budget_callbacks = []
+    if budget is not None:
+        planner = time_budget.Planner(
+            dataclasses.replace(budget, steps_per_execution=model.steps_per_execution)
+        )
+        budget_callbacks.append(
+            callbacks.BudgetCallback(
+                planner,
+                model.lr_schedule,
+                stopper,
+                start_time,
+                on_plan=lambda p: time_budget.write_plan(r.model_dir, p) if chief else None,
+            )
+        )
     diverged = callbacks.NonFiniteLoss()
     saver = callbacks.SaveCheckpoint(manager, guard=diverged)
-    cbs = list(extra_callbacks) + [diverged, stopper, saver]
+    # The budget's drift check runs after the save and the monitor it must account for.
+    cbs = list(extra_callbacks) + [diverged, stopper, saver] + budget_callbacks
     if chief:
         cbs.append(
             keras_compat.ResumableTensorBoard(
@@ -123,6 +161,7 @@ def fit_to_step(model, config, strategy, dataset_fn, total_steps, extra_callback
 
 
 def _fit_loop(model, strategy, dataset_fn, step, total_steps, loop, cbs):
+    """`fit` until the stopper's step (a budgeted run's plan may change it)."""
     chief = distributed.is_chief(strategy)
     diverged = next(c for c in cbs if isinstance(c, callbacks.NonFiniteLoss))
     stopper = next(c for c in cbs if isinstance(c, callbacks.StopAtStep))
@@ -139,6 +178,7 @@ def _fit_loop(model, strategy, dataset_fn, step, total_steps, loop, cbs):
             shuffle=False,
         )
         step = int(model.optimizer.iterations.numpy())
+        total_steps = stopper.total_steps
         last_good = saver.manager.latest or "none (no checkpoint was saved)"
         if diverged.step is not None:
             raise TrainingError(

@@ -247,3 +247,38 @@ def test_killed_at_five_random_points_ends_on_the_uninterrupted_weights(tmp_path
             assert np.linalg.norm(a - b) <= 1e-6 * max(np.linalg.norm(b), 1e-30), name
         else:
             assert np.array_equal(a, b), name
+
+
+def test_a_preempted_diverged_worker_saves_nothing(tmp_path, monkeypatch):
+    """The preemption handler's save (what a SIGTERMed multi-worker run calls at the
+    agreed step) goes through the run's guarded save: with NaN weights it writes no
+    checkpoint, so the restart resumes from the last good one."""
+    from simclr_tf import callbacks, preemption
+
+    model = _tiny_pretrain_model()
+    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path))
+    guard = callbacks.NonFiniteLoss()
+    saver = callbacks.SaveCheckpoint(manager, guard=guard)
+    for callback in (guard, saver):
+        callback.set_model(model)
+    assert saver.save_now() is not None  # the good checkpoint, step 0
+
+    configs = []
+
+    class RecordingHandler:  # TensorFlow's handler needs a cluster; keep its contract
+        def __init__(self, cluster_resolver, checkpoint, checkpoint_dir, termination_config):
+            configs.append(termination_config)
+
+    monkeypatch.setattr(preemption, "applies", lambda strategy: True)
+    monkeypatch.setattr(tf.distribute.experimental, "PreemptionCheckpointHandler", RecordingHandler)
+    strategy = type("Strategy", (), {"cluster_resolver": None})()
+    with preemption.saving_on_preemption(strategy, saver.save_now, str(tmp_path)) as extra:
+        (callback,) = extra
+        callback.on_train_begin()
+        kernel = model.encoder.trainable_variables[0]
+        kernel.assign(tf.fill(kernel.shape, float("nan")))
+        model.optimizer.iterations.assign(7)
+        configs[0].save_fn()  # the agreed step: preempted
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    assert latest is not None and latest.endswith("-0")
+    assert guard.step == 7 and not list(tmp_path.glob("ckpt-7*"))

@@ -93,3 +93,49 @@ def test_the_limit_is_a_setting(tmp_path):
     strict = open_source(f"folder:{folder}", strict=True, max_pixels=5000)
     with pytest.raises(tf.errors.InvalidArgumentError, match="max_image_pixels"):
         [e for e in strict.load("train", False)]
+
+
+def test_a_1x1_and_a_65535x1_image_train(tmp_path):
+    """Extreme shapes go through the whole pretraining pipeline (random crop, resize,
+    colour, the step): a folder of exactly one batch, so a step happens only if every
+    image in it was decoded and augmented; the run ends with finite weights."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"small_{i}.png").write_bytes(_encoded("PNG", 32, 32))
+    (folder / "tiny.png").write_bytes(_encoded("PNG", 1, 1))
+    (folder / "long.png").write_bytes(_encoded("PNG", 65535, 1))
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simclr_tf.main",
+            "--flagfile=flags/study_cpu.cfg",
+            f"--dataset=folder:{folder}",
+            f"--model_dir={run}",
+            "--batch_size=4",
+            "--train_steps=2",
+            "--checkpoint_steps=2",
+            "--width_multiplier=0.125",
+            "--warmup_epochs=0",
+            "--shuffle_buffer=4",
+            "--cache=false",
+            "--strategy=one_device",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    latest = tf.train.latest_checkpoint(str(run))
+    assert latest is not None and latest.endswith("-2"), os.listdir(run)
+    reader = tf.train.load_checkpoint(latest)
+    import numpy as np
+
+    for key in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(key)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.isfinite(value).all(), key

@@ -72,6 +72,8 @@ ALLOWED = {
     "optim.optimizers": {"config", "optim.lars"},
     # Jobs.
     "callbacks": {"evaluation"},
+    "time_budget": {"run_dirs"},
+    "job_evaluation": {"data.pipeline", "data.subsets", "evaluation", "models.step_models"},
     "export": {"augment.image_ops", "checkpoints", "models.builders", "run_dirs"},
     "run_setup": {"config", "data", "distributed", "hardware"},
     "preemption": set(),
@@ -86,6 +88,7 @@ ALLOWED = {
         "preemption",
         "optim.optimizers",
         "optim.schedules",
+        "time_budget",
     },
     "train": {
         "callbacks",
@@ -96,12 +99,14 @@ ALLOWED = {
         "data.subsets",
         "distributed",
         "evaluation",
+        "job_evaluation",
         "models.builders",
         "models.step_models",
         "run_dirs",
         "run_lock",
         "run_setup",
         "teacher",
+        "time_budget",
         "training_loop",
         "view_grid",
     },
@@ -115,7 +120,16 @@ ALLOWED = {
     },
     # The command line: the only reader of absl flags.
     "flag_help": set(),
-    "main": {"checkpoints", "config", "data", "export", "flag_help", "run_lock", "train"},
+    "main": {
+        "checkpoints",
+        "config",
+        "data",
+        "export",
+        "flag_help",
+        "run_lock",
+        "time_budget",
+        "train",
+    },
 }
 
 

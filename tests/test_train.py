@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_tf import export, run_setup, train, training_loop
+from simclr_tf import export, job_evaluation, run_setup, train, training_loop
 from simclr_tf.config import AugmentConfig, Config, DataConfig, ModelConfig, OptimConfig, RunConfig
 from simclr_tf.data import DataError, open_source
 
@@ -67,7 +67,7 @@ def test_pretrain_linear_eval_finetune_eval(tmp_path, cifar_data_dir):
 
     source = open_source("cifar10", cifar_data_dir)
     features = {}
-    for name, dataset in zip(("bank", "query"), train.knn_datasets(config, source)):
+    for name, dataset in zip(("bank", "query"), job_evaluation.knn_datasets(config, source)):
         h, y = [], []
         for batch in dataset():
             h.append(model.encoder(batch["image"], training=False)["final_avg_pool"].numpy())
@@ -374,7 +374,7 @@ def test_knn_bank_is_a_class_balanced_sample_not_the_first_examples(tmp_path):
         eval_split="train",
     )
     source = open_source(config.data.dataset)
-    bank, _ = train.knn_datasets(config, source)
+    bank, _ = job_evaluation.knn_datasets(config, source)
     seen = np.concatenate([_image_index(b["image"].numpy()) for b in bank()])
     classes = np.bincount(seen // 8, minlength=5)
     assert classes.tolist() == [2] * 5  # 10 of 40: two of every class, not 10 of class 0

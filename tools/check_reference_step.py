@@ -337,7 +337,9 @@ def rounding_spread(records, momentum, perturbed):
     import numpy as np
 
     def spread(ours, others):
-        return np.max([np.abs(o.astype(np.float64) - ours.astype(np.float64)) for o in others], axis=0)
+        return np.max(
+            [np.abs(o.astype(np.float64) - ours.astype(np.float64)) for o in others], axis=0
+        )
 
     out = []
     for t, record in enumerate(records):
@@ -571,7 +573,9 @@ def check(fixture_dir, base_config, verbose=False, perturbed_runs=0):
         perturbed.append(run_steps(fixture, model, named, config))
     spread = rounding_spread(records, momentum, perturbed) if perturbed else None
     if perturbed:
-        print(f"rounding spread: {perturbed_runs} runs from initial states one float32 spacing away")
+        print(
+            f"rounding spread: {perturbed_runs} runs from initial states one float32 spacing away"
+        )
     check_all(fixture, initial, records, momentum, checks, spread)
     return checks.failures, checks.count
 

@@ -168,7 +168,9 @@ def bench_accuracy():
     for seed in (int(s) for s in FLAGS.accuracy_seeds):
         for epochs in (int(e) for e in FLAGS.accuracy_epochs):
             for impl in FLAGS.accuracy_impls:
-                cell_dir = os.path.join(FLAGS.work_dir, _impl_dir(impl), f"epochs{epochs}_seed{seed}")
+                cell_dir = os.path.join(
+                    FLAGS.work_dir, _impl_dir(impl), f"epochs{epochs}_seed{seed}"
+                )
                 path = os.path.join(cell_dir, RESULT_FILE)
                 if os.path.exists(path):
                     with open(path) as f:

@@ -1,6 +1,5 @@
 """`budget`: pretraining for a wall-clock budget, then kNN and linear-eval accuracy."""
 
-import statistics
 import time
 
 from tools.benchmark.common import cifar_config
@@ -8,9 +7,9 @@ from tools.benchmark.machine import precisions
 from tools.benchmark.options import FLAGS
 
 
-def _budget_warmup_epochs(steps):
-    """One epoch of warmup (the CPU recipe's), but at most a tenth of the budgeted steps,
-    so a slow machine's short budget still completes its warmup and cosine decay."""
+def _warmup_epochs(steps):
+    """One epoch of warmup (the CPU recipe's), but at most a tenth of the steps (as a
+    `--time_budget` run plans it), so a short run still completes its cosine decay."""
     return min(1.0, 0.1 * steps * FLAGS.batch / 50000)
 
 
@@ -26,19 +25,23 @@ def bench_budget():
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for label, precision in precisions():
-            steps = FLAGS.steps or _budget_steps(root, precision)
             keras.mixed_precision.set_global_policy("float32")
             start = time.perf_counter()
-            warmup_epochs = _budget_warmup_epochs(steps)
-            model, pre = train.run(
-                cifar_config(
-                    "pretrain",
-                    f"{root}/pre_{precision}",
-                    precision,
-                    warmup_epochs=warmup_epochs,
-                    train_steps=steps,
-                )
+            # The run plans its own length for the budget (simclr_tf/time_budget.py), its
+            # final kNN evaluation included, as `--time_budget` does.
+            length = (
+                {"train_steps": FLAGS.steps, "warmup_epochs": _warmup_epochs(FLAGS.steps)}
+                if FLAGS.steps
+                else {"time_budget": f"{FLAGS.budget_minutes}m", "warmup_epochs": 1.0}
             )
+            model, pre = train.run(
+                cifar_config("pretrain", f"{root}/pre_{precision}", precision, **length)
+            )
+            steps = pre["global_step"]
+            if FLAGS.steps:
+                warmup_steps = round(length["warmup_epochs"] * 50000 / FLAGS.batch)
+            else:
+                warmup_steps = int(model.lr_schedule.state()["warmup"])
             # The schedule must have finished: warmup, then cosine decay to 0 at `steps`.
             final_lr = float(model.optimizer.learning_rate)
             pretrain_s = time.perf_counter() - start
@@ -54,7 +57,7 @@ def bench_budget():
                     "pretrain_steps": steps,
                     "pretrain_s": pretrain_s,
                     "budget_s": FLAGS.budget_minutes * 60 if not FLAGS.steps else None,
-                    "warmup_steps": round(warmup_epochs * 50000 / FLAGS.batch),
+                    "warmup_steps": warmup_steps,
                     "final_learning_rate": final_lr,
                     "images_per_s": steps * FLAGS.batch / pretrain_s,
                     "linear_eval_acc": _linear_eval(root, evaluated_in, init, f"lin_{precision}"),
@@ -79,12 +82,12 @@ def _knn(root, precision, init):
     """kNN accuracy of the encoder in checkpoint dir `init` (None: a seeded random init)."""
     import keras
 
-    from simclr_tf import checkpoints, evaluation, run_setup, train
+    from simclr_tf import checkpoints, evaluation, job_evaluation, run_setup
     from simclr_tf.models import builders
 
     config = cifar_config("pretrain", f"{root}/knn", precision)
     _, source = run_setup.setup(config)  # precision policy and seed, as a training job has
-    bank, query = train.knn_datasets(config, source)
+    bank, query = job_evaluation.knn_datasets(config, source)
     encoder = builders.pretrain_model(config, num_classes=0).encoder
     if init:
         checkpoints.restore_parts({"encoder": encoder}, init)
@@ -93,34 +96,6 @@ def _knn(root, precision, init):
     )
     keras.mixed_precision.set_global_policy("float32")
     return knn
-
-
-def _budget_steps(root, precision):
-    """Steps that fill --budget_minutes, from the median of a short calibration run."""
-    import keras
-
-    from simclr_tf import train
-
-    times = []
-
-    class StepTimes(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter())
-
-    keras.mixed_precision.set_global_policy("float32")
-    train.run(
-        cifar_config(
-            "pretrain",
-            f"{root}/calibrate_{precision}",
-            precision,
-            train_steps=12,
-            eval_steps=1,
-            knn_bank_size=256,
-        ),
-        [StepTimes()],
-    )
-    step_s = statistics.median(b - a for a, b in zip(times[4:], times[5:]))
-    return max(1, int(FLAGS.budget_minutes * 60 / step_s))
 
 
 def _linear_eval(root, precision, init, name):
