@@ -89,4 +89,4 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("steps_per_execution", 8, "execution: steps per compiled call, against one.")
 flags.DEFINE_string("output", None, "Write the JSON result here too.")
-flags.DEFINE_bool("append", False, "Append the table to BENCHMARKS.md's history.")
+flags.DEFINE_bool("append", False, "Append the table to docs/benchmarks-history.md.")

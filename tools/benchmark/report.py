@@ -1,10 +1,12 @@
-"""The BENCHMARKS.md table of each mode (appended only with --append)."""
+"""The benchmark table of each mode (appended to the history page only with --append)."""
 
 import datetime
 import os
 
 from tools.benchmark.machine import commit, machine_name
 from tools.benchmark.options import REPO
+
+HISTORY = os.path.join("docs", "benchmarks-history.md")
 
 
 def _gib(r, key):
@@ -168,5 +170,5 @@ def append_markdown(mode, rows, command):
         "|" + "---|" * len(columns),
     ]
     lines += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
-    with open(os.path.join(REPO, "BENCHMARKS.md"), "a") as f:
+    with open(os.path.join(REPO, HISTORY), "a") as f:
         f.write("\n".join(lines) + "\n")
