@@ -24,7 +24,8 @@ fit:    the real training path (pipeline + step + summaries + checkpoints), view
         each phase keeps the cores.
 budget: pretrain for --budget_minutes of wall clock (planned by the run itself, as
         --time_budget plans it, final kNN evaluation included) or exactly --steps, per
-        precision in --precisions; then kNN (k=200, cosine) and linear-eval accuracy on the CIFAR-10 test split (in --eval_precision if given);
+        precision in --precisions; then kNN (k=200, cosine) and linear-eval accuracy
+        on the CIFAR-10 test split (in --eval_precision if given);
         the same for a random-init encoder (--norandom_init skips it).
 memory: peak RSS of a train step (--depth/--width/--batch), and the loss's peak memory
         increase at --loss_batch, blockwise and with the whole 2N x 2N matrix.
