@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from simclr_tf import evaluation
+from simclr_tf.models import representation_health
 
 
 class NonFiniteLoss(keras.callbacks.Callback):
@@ -240,3 +241,37 @@ class BudgetCallback(keras.callbacks.Callback):
         self._stepping_since_plan = 0.0
         logging.info("%s", plan.line())
         self.on_plan(plan)
+
+
+class CollapseWarning(keras.callbacks.Callback):
+    """One warning when `proj_std` (models/representation_health.py) stays below
+    `threshold` of the healthy 1/sqrt(d) for `patience` steps in a row: the encoder is
+    mapping images to ever fewer directions, whatever the loss says."""
+
+    def __init__(self, dim, threshold=0.2, patience=500):
+        super().__init__()
+        self.healthy = representation_health.healthy_std(dim)
+        self.threshold, self.patience = threshold, patience
+        self.low_since = None  # the first step of the current run of low values
+        self.warned = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("proj_std")
+        if value is None or self.warned:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        ratio = float(value) / self.healthy
+        if ratio >= self.threshold:
+            self.low_since = None
+            return
+        self.low_since = step if self.low_since is None else self.low_since
+        if step - self.low_since >= self.patience:
+            self.warned = True
+            logging.warning(
+                "The representation looks collapsed: proj_std has been %.3f of a healthy "
+                "spread (1/sqrt(d)) since step %d, and effective_rank is %.1f. See "
+                "README, Reading the curves.",
+                ratio,
+                self.low_since,
+                float((logs or {}).get("effective_rank", float("nan"))),
+            )

@@ -30,7 +30,7 @@ from simclr_tf import (
 )
 from simclr_tf.config import Config, ConfigError
 from simclr_tf.data import DataError, pipeline, subsets
-from simclr_tf.models import builders
+from simclr_tf.models import builders, resnet
 from simclr_tf.training_loop import TrainingError  # noqa: F401  (raised by run)
 
 
@@ -75,6 +75,14 @@ def _with_saved_model(config):
 # --- The job ------------------------------------------------------------------------
 
 
+def _projection_dim(config):
+    """The width of z: the head's output, or h's without a head."""
+    m = config.model
+    if m.proj_head_mode != "none":
+        return m.proj_out_dim
+    return resnet.representation_dim(m.depth, m.width_multiplier)
+
+
 def pretrain(config: Config, strategy, source, extra_callbacks=(), start_time=None):
     d = config.data
     num_train = source.num_examples(d.train_split)
@@ -99,6 +107,7 @@ def pretrain(config: Config, strategy, source, extra_callbacks=(), start_time=No
     if distributed.is_chief(strategy) and tf.train.latest_checkpoint(config.run.model_dir) is None:
         _write_view_summary(config, source)
     extra, monitor = list(extra_callbacks), None
+    extra.append(callbacks.CollapseWarning(_projection_dim(config)))
     if source.skipped is not None:
         extra.append(callbacks.SkippedImages(source.skipped))
     if source.labeled and d.eval_split in source.split_sizes:

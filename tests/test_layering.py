@@ -50,9 +50,11 @@ ALLOWED = {
     "models.resnet": {"models.batch_norm", "models.conv"},
     "models.heads": {"models.batch_norm"},
     "models.weight_decay": {"keras_compat", "optim.lars"},
+    "models.representation_health": set(),
     "models.step_models": {
         "keras_compat",
         "models.heads",
+        "models.representation_health",
         "models.resnet",
         "models.weight_decay",
     },
@@ -71,7 +73,7 @@ ALLOWED = {
     "optim.schedules": set(),
     "optim.optimizers": {"config", "optim.lars"},
     # Jobs.
-    "callbacks": {"evaluation"},
+    "callbacks": {"evaluation", "models.representation_health"},
     "time_budget": {"run_dirs"},
     "job_evaluation": {"data.pipeline", "data.subsets", "evaluation", "models.step_models"},
     "export": {"augment.image_ops", "checkpoints", "models.builders", "run_dirs"},
@@ -101,6 +103,7 @@ ALLOWED = {
         "evaluation",
         "job_evaluation",
         "models.builders",
+        "models.resnet",
         "models.step_models",
         "run_dirs",
         "run_lock",

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from simclr_tf import keras_compat
-from simclr_tf.models import heads, resnet
+from simclr_tf.models import heads, representation_health, resnet
 from simclr_tf.models.weight_decay import loss_decay_variables, no_decay_variables
 
 __all__ = [
@@ -189,6 +189,7 @@ class PretrainModel(_StepModel):
         )
         self.weight_decay = weight_decay
         names = ["loss", "contrast_loss", "contrast_acc", "contrast_entropy", "weight_decay"]
+        names += ["proj_std", "effective_rank"]  # representation_health.py
         if self.probe is not None:
             names += ["probe_loss", "probe_acc"]
         self._trackers_for(names)
@@ -219,6 +220,7 @@ class PretrainModel(_StepModel):
             scaled = self._scaled(loss)
         learning_rate = self._apply(tape, scaled)
         values.update(loss=loss, weight_decay=decay)
+        values.update(representation_health.metrics(out["proj_head_output"], out["final_avg_pool"]))
         self._update(values)
         if probe is not None:  # over labelled rows only
             self._update({"probe_loss": probe.mean_loss, "probe_acc": probe.accuracy}, probe.count)
