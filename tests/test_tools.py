@@ -23,7 +23,7 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
     )
     assert result.returncode == 2
     assert (
-        "usage: python -m tools.benchmark step|input|fit|budget|memory|conv|execution|accuracy"
+        "usage: python -m tools.benchmark step|input|fit|budget|memory|conv|execution|accuracy|search"
         in result.stderr
     )
 

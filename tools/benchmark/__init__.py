@@ -34,6 +34,9 @@ conv:   per distinct conv shape of the encoder, its bf16 kernel gradient compute
         loss gradients of a real batch; which one simclr_tf.models.conv's rule picks.
 execution: the training path with --steps_per_execution steps per compiled call against
         one per call, interleaved --rounds times (each --repeats steps); seconds per step.
+search: exact top-8 neighbour queries (median and p90 ms over --search_queries) and a
+        full near-duplicate scan (cosine >= 0.95) over tools/embed.py's embeddings in
+        --embeddings_dir, as tools/similar.py runs them.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
 Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones;
 input and fit also leave the first pass over the data untimed (--after_first_epoch).

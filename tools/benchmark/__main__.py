@@ -14,6 +14,7 @@ from tools.benchmark import (
     input_pipeline,
     kernel_grads,
     memory,
+    search,
     step,
 )
 from tools.benchmark.machine import commit, fma_peak_gflops, machine_name, this_hardware
@@ -31,6 +32,7 @@ def main(argv):
         "conv": kernel_grads.bench_conv,
         "execution": execution.bench_execution,
         "accuracy": accuracy.bench_accuracy,
+        "search": search.bench_search,
     }
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: python -m tools.benchmark {'|'.join(modes)} [flags]", file=sys.stderr)
