@@ -22,10 +22,8 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
         [sys.executable, "-m", "tools.benchmark"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert (
-        "usage: python -m tools.benchmark step|input|fit|budget|memory|conv|execution|accuracy|search"
-        in result.stderr
-    )
+    modes = "step|input|fit|budget|memory|conv|execution|accuracy|search"
+    assert f"usage: python -m tools.benchmark {modes}" in result.stderr
 
 
 def test_benchmark_modes_are_one_module_each():
