@@ -134,6 +134,7 @@ class RunConfig:
     knn_bank_size: int = 10000
     summary_steps: int = 50
     export_dir: str | None = None
+    export_tflite: bool = False  # also the encoder for LiteRT (export_tflite.py)
 
 
 @dataclasses.dataclass(frozen=True)

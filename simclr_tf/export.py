@@ -18,7 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
-from simclr_tf import checkpoints, run_dirs
+from simclr_tf import checkpoints, export_tflite, model_card, run_dirs
 from simclr_tf.augment import image_ops
 from simclr_tf.models import builders
 
@@ -151,9 +151,20 @@ def export_from_config(config):
         keras.mixed_precision.set_global_policy(policy)
     checkpoints.restore_model(model, checkpoint)
     export_dir = config.run.export_dir or os.path.join(model_dir, "export")
-    export_saved_model(model, run_config.data.image_size, export_dir)
-    return {
-        "export_dir": export_dir,
-        "checkpoint": checkpoint,
-        "image_size": run_config.data.image_size,
+    size = run_config.data.image_size
+    export_saved_model(model, size, export_dir)
+    result = {"export_dir": export_dir, "checkpoint": checkpoint, "image_size": size}
+    if config.run.export_tflite:
+        result["tflite"] = export_tflite.write_tflite(model, size, export_dir)
+    outputs = sorted(_outputs(model, tf.zeros([1, size, size, 3]), False))
+    signatures = {
+        "serving_default": outputs,
+        "serving_bytes": outputs,
+        "features_training": outputs,
     }
+    record = model_card.card(
+        model, run_config, model_dir, checkpoint, signatures, result.get("tflite")
+    )
+    model_card.write(export_dir, record)
+    result["model_card"] = os.path.join(export_dir, model_card.CARD_MD)
+    return result

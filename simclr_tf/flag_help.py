@@ -34,6 +34,8 @@ HELP = {
     "evaluation included: the run times its first steps, plans the number of steps and "
     "sets warmup and cosine decay over them (replaces --train_epochs/--train_steps; the "
     "plan is logged and written to config.json).",
+    "export_tflite": "--mode=export also writes the encoder for LiteRT / TensorFlow Lite "
+    "(export_dir/tflite/: float32 and dynamic-range int8).",
     "export_dir": "Where --mode=export writes (default: model_dir/export).",
     "dataset": "A TFDS name (cifar10), folder:/path/to/images or tfrecord:/glob.",
     "data_dir": "TFDS data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).",

@@ -214,9 +214,10 @@ def _read_by():
     table["allow_random_encoder"] = ("linear_eval",)
     table["label_fraction"] = CLASSIFIERS
     table["label_subset"] = CLASSIFIERS
-    for name in cfg.field_names() - {"mode", "model_dir", "export_dir"}:
+    for name in cfg.field_names() - {"mode", "model_dir", "export_dir", "export_tflite"}:
         table[name] = tuple(m for m in table[name] if m != "export")
     table["export_dir"] = ("export",)
+    table["export_tflite"] = ("export",)
     return table
 
 

@@ -187,11 +187,16 @@ def test_export_mode_from_a_training_run(tmp_path, cifar_data_dir):
     result = export.export_from_config(
         Config(
             run=RunConfig(
-                mode="export", model_dir=str(run_dir), export_dir=str(tmp_path / "exported")
+                mode="export",
+                model_dir=str(run_dir),
+                export_dir=str(tmp_path / "exported"),
+                export_tflite=True,
             )
         )
     )
     assert result["image_size"] == 32
+    _check_tflite(result, model, cifar_data_dir)
+    _check_model_card(result, model)
     loaded = tf.saved_model.load(result["export_dir"])
     images = np.random.default_rng(5).random((2, 32, 32, 3)).astype(np.float32)
     served = loaded.signatures["serving_default"](images=tf.constant(images))
@@ -201,6 +206,63 @@ def test_export_mode_from_a_training_run(tmp_path, cifar_data_dir):
         atol=1e-5,
     )
     assert not list(tmp_path.glob("exported.tmp-*"))
+
+
+def _tflite_outputs(path, images):
+    interpreter = tf.lite.Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner()
+    return runner(images=images)
+
+
+def _check_tflite(result, model, data_dir):
+    """Both LiteRT files against the SavedModel on real CIFAR-10 test images. float32:
+    the same arithmetic in another order, 1e-4 of the largest output. int8 (dynamic
+    range): each weight rounded to 1/127 of its channel's largest, an error of up to
+    0.4% per weight; through 18 layers that moves h by a few percent, so the test asks
+    for cosine >= 0.98 per image and a relative error below 0.2."""
+    from simclr_tf.data import open_source
+
+    source = open_source("cifar10", data_dir=data_dir)
+    batch = next(iter(source.load("test", False).take(16).batch(16)))
+    images = (tf.cast(batch["image"], tf.float32) / 255.0).numpy()
+    saved = tf.saved_model.load(result["export_dir"]).signatures["serving_default"]
+    reference = {k: v.numpy() for k, v in saved(images=tf.constant(images)).items()}
+    sizes = {}
+    for kind, entry in result["tflite"].items():
+        out = _tflite_outputs(entry["path"], images)
+        assert set(out) == {"final_avg_pool", "proj_head_output"}
+        sizes[kind] = os.path.getsize(entry["path"])
+        assert sizes[kind] == entry["bytes"]
+        for key, value in out.items():
+            ref = reference[key]
+            if kind == "float32":
+                assert np.abs(value - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), key
+            else:
+                cos = (
+                    (value * ref).sum(1)
+                    / np.linalg.norm(value, axis=1)
+                    / np.linalg.norm(ref, axis=1)
+                )
+                assert cos.min() >= 0.98, (key, cos.min())
+                assert np.linalg.norm(value - ref) / np.linalg.norm(ref) < 0.2, key
+    # int8 weights: about a quarter of the float file (activations stay float).
+    assert sizes["int8_dynamic_range"] < 0.4 * sizes["float32"], sizes
+
+
+def _check_model_card(result, model):
+    import json
+
+    card = json.loads(open(os.path.join(result["export_dir"], "model_card.json")).read())
+    assert card["architecture"]["encoder"] == "ResNet-18 0.125x"
+    params = sum(int(np.prod(v.shape)) for v in model.variables)
+    assert card["architecture"]["parameters"] == params
+    assert card["input"]["shape"] == [None, 32, 32, 3]
+    assert "final_avg_pool" in card["signatures"]["serving_default"]
+    assert card["training"]["steps"] == 2 and card["training"]["mode"] == "pretrain"
+    assert "knn_acc" in card["accuracy"]
+    assert set(card["tflite"]) == {"float32", "int8_dynamic_range"}
+    text = open(result["model_card"]).read()
+    assert "ResNet-18 0.125x" in text and f"{params:,}" in text
 
 
 def test_saved_model_cli_runs_the_serving_signature(pretrain_export, tmp_path):
