@@ -100,6 +100,11 @@ def validate(c: cfg.Config):
         ),
         (c.run.checkpoint_steps >= 1, "--checkpoint_steps must be >= 1"),
         (_budget_error(c) is None, _budget_error(c)),
+        (
+            not (c.run.time_budget and c.run.strategy == "multi_worker"),
+            "--time_budget plans on one machine's clock; multi-worker runs would each plan "
+            "their own length (give them --train_steps)",
+        ),
         (c.run.keep_checkpoints >= 1, "--keep_checkpoints must be >= 1"),
         (c.model.proj_out_dim >= 1, "--proj_out_dim must be >= 1"),
         (c.model.num_proj_layers >= 1, "--num_proj_layers must be >= 1"),

@@ -82,11 +82,20 @@ def test_flags_reach_the_config():
         (["--color_jitter_strength=-0.5"], "--color_jitter_strength"),
         (["--bn_momentum=1"], "--bn_momentum"),
         (["--bn_momentum=0"], "--bn_momentum"),
+        (["--time_budget=30x"], "--time_budget"),
+        (["--time_budget=0s"], "--time_budget"),
+        (["--time_budget=30m", "--strategy=multi_worker"], "multi-worker"),
     ],
 )
 def test_bad_values_are_rejected_with_a_reason(args, message):
     with pytest.raises(cfg.ConfigError, match=message):
         main.validate(_parse(*args))
+
+
+def test_a_time_budget_replaces_the_run_length_flags():
+    config = _parse("--time_budget=1h30m", "--train_epochs=5", "--train_steps=100")
+    main.validate(config)
+    assert set(main.ignored_flags(config)) >= {"train_epochs", "train_steps"}
 
 
 def test_linear_eval_on_an_untrained_encoder_only_when_asked_for():
