@@ -110,18 +110,24 @@ def _tiny_pretrain_model():
     return model
 
 
-def test_a_non_finite_batch_norm_statistic_is_never_saved(tmp_path):
-    """Moving statistics are not trainable, yet a NaN there is a diverged model: the
-    run's one save path (also the preemption save's) refuses it and keeps the good
-    checkpoint."""
+def _guarded_saver(directory):
+    """A tiny model with the run's divergence guard and its one save path."""
     from simclr_tf import callbacks
 
     model = _tiny_pretrain_model()
-    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path))
+    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(directory))
     guard = callbacks.NonFiniteLoss()
     saver = callbacks.SaveCheckpoint(manager, guard=guard)
     for callback in (guard, saver):
         callback.set_model(model)
+    return model, guard, saver
+
+
+def test_a_non_finite_batch_norm_statistic_is_never_saved(tmp_path):
+    """Moving statistics are not trainable, yet a NaN there is a diverged model: the
+    run's one save path (also the preemption save's) refuses it and keeps the good
+    checkpoint."""
+    model, guard, saver = _guarded_saver(tmp_path)
     assert saver.save_now() is not None  # step 0, finite: saved
     moving = next(v for v in model.non_trainable_variables if "moving_variance" in v.path)
     moving.assign(tf.fill(moving.shape, float("nan")))
@@ -253,14 +259,9 @@ def test_a_preempted_diverged_worker_saves_nothing(tmp_path, monkeypatch):
     """The preemption handler's save (what a SIGTERMed multi-worker run calls at the
     agreed step) goes through the run's guarded save: with NaN weights it writes no
     checkpoint, so the restart resumes from the last good one."""
-    from simclr_tf import callbacks, preemption
+    from simclr_tf import preemption
 
-    model = _tiny_pretrain_model()
-    manager = checkpoints.CheckpointManager(checkpoints.checkpoint_items(model), str(tmp_path))
-    guard = callbacks.NonFiniteLoss()
-    saver = callbacks.SaveCheckpoint(manager, guard=guard)
-    for callback in (guard, saver):
-        callback.set_model(model)
+    model, guard, saver = _guarded_saver(tmp_path)
     assert saver.save_now() is not None  # the good checkpoint, step 0
 
     configs = []

@@ -32,6 +32,17 @@ def test_unknown_or_truncated_headers_say_minus_one():
     assert int(image_header.header_pixels(_encoded("PNG", 4, 4)[:12])) == -1
 
 
+def _extreme_shapes_folder(tmp_path, small):
+    """`small` 32 x 32 PNGs, a 1 x 1 and a 65535 x 1 one."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(small):
+        (folder / f"small_{i}.png").write_bytes(_encoded("PNG", 32, 32))
+    (folder / "tiny.png").write_bytes(_encoded("PNG", 1, 1))
+    (folder / "long.png").write_bytes(_encoded("PNG", 65535, 1))
+    return folder
+
+
 def _bomb(path, side=13000):
     """A real, decodable PNG of side x side RGB pixels (0.5 GB decoded, just under
     TensorFlow's 2^29-byte decoder limit), a few hundred KB on disk."""
@@ -42,12 +53,7 @@ def test_a_decompression_bomb_is_skipped_before_it_is_decoded(tmp_path):
     """A folder of small images, a 1 x 1, a 65535 x 1 and a 13000 x 13000 PNG bomb: the
     bomb is skipped and counted, everything else decodes. Measured in a process of its
     own: reading the folder's images must not allocate the bomb's decoded 0.5 GB."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(5):
-        (folder / f"small_{i}.png").write_bytes(_encoded("PNG", 32, 32))
-    (folder / "tiny.png").write_bytes(_encoded("PNG", 1, 1))
-    (folder / "long.png").write_bytes(_encoded("PNG", 65535, 1))
+    folder = _extreme_shapes_folder(tmp_path, small=5)
     _bomb(folder / "bomb.png")
     decoded_bomb = 13000 * 13000 * 3
     assert decoded_bomb < 2**29  # TensorFlow's own limit would not stop it
@@ -99,12 +105,7 @@ def test_a_1x1_and_a_65535x1_image_train(tmp_path):
     """Extreme shapes go through the whole pretraining pipeline (random crop, resize,
     colour, the step): a folder of exactly one batch, so a step happens only if every
     image in it was decoded and augmented; the run ends with finite weights."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(2):
-        (folder / f"small_{i}.png").write_bytes(_encoded("PNG", 32, 32))
-    (folder / "tiny.png").write_bytes(_encoded("PNG", 1, 1))
-    (folder / "long.png").write_bytes(_encoded("PNG", 65535, 1))
+    folder = _extreme_shapes_folder(tmp_path, small=2)
     run = tmp_path / "run"
     result = subprocess.run(
         [
