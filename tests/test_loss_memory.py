@@ -34,7 +34,10 @@ with open("/proc/self/statm") as f:
     before = int(f.read().split()[1]) * resource.getpagesize()
 loss, grads = loss_and_grads(z1, z2)
 [g.numpy() for g in grads]
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this process image's peak. (getrusage's ru_maxrss survives exec, so a child
+# of a large pytest process would report its parent's peak.)
+with open("/proc/self/status") as f:
+    peak = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
 print(json.dumps({"loss": float(loss), "peak_increase": peak - before}))
 """
 
