@@ -237,3 +237,23 @@ def test_a_resumed_budgeted_run_keeps_its_plan(tmp_path, cifar_data_dir):
     assert "Resuming the budgeted run's plan" in stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["global_step"] == json.loads(plan_file.read_text())["steps"] == plan["steps"]
+
+
+def test_the_plan_is_written_beside_and_into_config_json_and_read_back(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"run": {"mode": "pretrain"}}))
+    run = FakeRun(300, lambda s: 0.5)
+    run.run()
+    plan = run.plans[-1]
+    time_budget.write_plan(str(tmp_path), plan)
+    assert time_budget.read_plan(str(tmp_path)) == plan
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["run"] == {"mode": "pretrain"}
+    assert config["time_budget_plan"]["steps"] == plan.steps
+    assert time_budget.read_plan(str(tmp_path / "elsewhere")) is None
+    # A restored schedule is the planned one, step for step.
+    restored = schedules.PlannedWarmupCosine(1.0, 0, 1)
+    restored.restore(plan.schedule)
+    for step in (0, plan.warmup_steps, plan.steps // 2, plan.steps):
+        assert float(restored(step)) == pytest.approx(float(run.schedule(step)), abs=1e-7)
