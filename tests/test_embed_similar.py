@@ -70,7 +70,14 @@ def folder_and_run(tmp_path_factory, cifar_data_dir):
 def embedded(folder_and_run, tmp_path_factory):
     folder, run = folder_and_run
     out = tmp_path_factory.mktemp("out")
-    code = embed.main([f"--encoder={run}", f"--images=folder:{folder}", f"--out={out}"])
+    code = embed.main(
+        [
+            f"--encoder={run}",
+            f"--images=folder:{folder}",
+            f"--out={out}",
+            f"--map_out={out / 'map.png'}",
+        ]
+    )
     assert code == 0
     return out
 
@@ -89,6 +96,7 @@ def test_every_readable_image_is_embedded_with_its_id_and_label(embedded, folder
     assert [int(l) for l in labels] == [0 if i.startswith("cats/") else 1 for i in ids]
     record = json.loads((embedded / "embed.json").read_text())
     assert record["skipped_images"] == 1 and record["images"] == len(ids)
+    assert Image.open(embedded / "map.png").size[0] > 100
 
 
 def test_the_projector_config_is_what_tensorboard_reads(embedded):

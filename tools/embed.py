@@ -17,6 +17,8 @@ Writes to DIR:
   seeded sample beyond that): `projector_config.pbtxt`, `tensors.tsv`, `metadata.tsv`
   (id, label) and `sprite.png`. `tensorboard --logdir DIR/projector` shows the map
   (Projector tab).
+With `--map_out=PNG`, also a 2-D t-SNE map (tools/tsne.py) of `--map_size` rows,
+coloured by class.
 """
 
 import argparse
@@ -44,6 +46,10 @@ def parse_args(argv):
     parser.add_argument("--projector_max", type=int, default=10000)
     parser.add_argument("--max_image_pixels", type=int, default=2**27)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--map_out", default=None, help="also a 2-D t-SNE map of a sample, as a PNG"
+    )
+    parser.add_argument("--map_size", type=int, default=1000, help="rows in the map")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.projector_max < 0:
         parser.error("--batch_size must be >= 1 and --projector_max >= 0")
@@ -132,6 +138,20 @@ def write_projector(directory, vectors, ids, labels, thumbs, name, limit, seed):
     return rows
 
 
+def write_map(vectors, labels, out, size, seed, title):
+    """A t-SNE map of `size` seeded rows of the (unit) embeddings."""
+    import numpy as np
+
+    from tools import plot_embedding, tsne
+
+    rows = np.arange(len(vectors))
+    if len(rows) > size:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size, replace=False))
+    unit = vectors[rows] / np.maximum(np.linalg.norm(vectors[rows], axis=1, keepdims=True), 1e-12)
+    points = tsne.tsne(unit, seed=seed)
+    plot_embedding.plot(points, labels[rows], out, f"{title}: {len(rows)} images, t-SNE")
+
+
 def main(argv=None):
     args = parse_args(argv)
     import numpy as np
@@ -165,6 +185,8 @@ def main(argv=None):
         args.projector_max,
         args.seed,
     )
+    if args.map_out:
+        write_map(vectors, labels, args.map_out, args.map_size, args.seed, args.encoder)
     skipped = source.skipped.value if source.skipped is not None else 0
     summary = {
         "images": len(ids),
