@@ -23,6 +23,7 @@ import time
 
 import global_batch_training
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from simclr_tf import keras_compat
@@ -82,6 +83,7 @@ def _variables(checkpoint):
     }
 
 
+@pytest.mark.slow  # 80 s: three worker processes, twice
 def test_a_preempted_worker_stops_the_job_and_the_restart_ends_at_the_same_weights(
     tmp_path, cifar_data_dir
 ):
