@@ -53,6 +53,23 @@ def test_effective_rank_against_numpy_and_known_ranks():
     assert float(representation_health.effective_rank(line)) == pytest.approx(1, abs=1e-2)
 
 
+def test_a_diverging_batch_never_stops_the_monitor():
+    """Huge values (a run blowing up) give the same rank as the scaled batch; a
+    non-finite entry gives NaN instead of an eigen-decomposition error."""
+    rng = np.random.default_rng(2)
+    h = rng.normal(size=(64, 16)).astype(np.float32)
+    huge = h * np.float32(1e30)
+    assert float(representation_health.effective_rank(huge)) == pytest.approx(
+        float(representation_health.effective_rank(h)), rel=1e-4
+    )
+    for bad in (np.inf, np.nan):
+        broken = h.copy()
+        broken[3, 5] = bad
+        assert np.isnan(float(representation_health.effective_rank(broken)))
+        metrics = representation_health.metrics(broken, broken)
+        assert all(np.isfinite(float(v)) or np.isnan(float(v)) for v in metrics.values())
+
+
 class ConstantEncoder(keras.layers.Layer):
     def call(self, images):
         return {"final_avg_pool": tf.zeros([tf.shape(images)[0], 32]) + 0.5}

@@ -28,15 +28,21 @@ def effective_rank(h):
 
     The singular values come from the eigenvalues of the C x C Gram matrix (15x cheaper
     than an SVD of h at n = 512, C = 128 here); eigenvalues within float32 rounding of
-    the largest (C u lambda_max) are zero."""
+    the largest (C u lambda_max) are zero. A monitor must not stop a run: h is scaled to
+    a largest entry of 1 first (the rank is scale-free, and a diverging run's h would
+    overflow the Gram matrix), and a batch with a non-finite entry gives NaN, which the
+    run's own divergence check then reports."""
     h = tf.cast(h, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(h))
+    h = tf.where(tf.math.is_finite(h), h, 0.0)
     h -= tf.reduce_mean(h, axis=0, keepdims=True)
+    h /= tf.maximum(tf.reduce_max(tf.abs(h)), 1e-30)
     eigenvalues = tf.linalg.eigvalsh(tf.matmul(h, h, transpose_a=True))
     floor = tf.reduce_max(eigenvalues) * float(h.shape[-1]) * 2.0**-24
     s = tf.sqrt(tf.where(eigenvalues > floor, eigenvalues, 0.0))
     p = s / tf.maximum(tf.reduce_sum(s), 1e-12)
     entropy = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-30)), 0.0))
-    return tf.exp(entropy)
+    return tf.where(finite, tf.exp(entropy), float("nan"))
 
 
 def healthy_std(dim):
