@@ -232,7 +232,8 @@ class BudgetCallback(keras.callbacks.Callback):
         plan = self.planner.make_plan(
             step, now - self.start_time, step_s, overhead_s, self._startup_s, now
         )
-        self.schedule.replan(step, plan.steps, plan.warmup_steps)
+        # The first plan replaces the provisional warmup; a re-plan keeps its slope.
+        self.schedule.replan(step, plan.steps, plan.warmup_steps, keep_slope=plan.replans > 0)
         state = self.schedule.state()
         plan = dataclasses.replace(plan, warmup_steps=int(state["warmup"]), schedule=state)
         self.planner.plan = plan

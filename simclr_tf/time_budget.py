@@ -157,7 +157,8 @@ class Planner:
         if self.plan is not None and self.plan.warmup_steps <= step:
             warmup = self.plan.warmup_steps  # reached: it stays where it was
         else:
-            warmup = max(min(w.warmup_steps, round(WARMUP_CAP * steps)), min(step + 1, steps))
+            warmup = max(min(w.warmup_steps, round(WARMUP_CAP * steps)), step + 1)
+        warmup = min(warmup, max(steps - 1, 0))  # the cosine gets at least the last step
         self.plan = Plan(
             budget_s=w.budget_s,
             steps=steps,

@@ -64,14 +64,14 @@ class FakeRun:
     `step_s(step)` seconds per step; every checkpoint loop ends with a save taking
     `save_s`; after the last step the evaluation takes `eval_s`."""
 
-    def __init__(self, budget_s, step_s, save_s=0.0, loop=50, eval_images=0, spe=1):
+    def __init__(self, budget_s, step_s, save_s=0.0, loop=50, eval_images=0, spe=1, warmup=20):
         self.now = 1000.0
         self.start = self.now
         self.step = 0
         self.step_s, self.save_s, self.loop, self.spe = step_s, save_s, loop, spe
         self.iterations = types.SimpleNamespace(numpy=lambda: self.step)
         model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=self.iterations))
-        self.schedule = schedules.PlannedWarmupCosine(1.0, 20, 10**6)
+        self.schedule = schedules.PlannedWarmupCosine(1.0, warmup, 10**6)
         self.stopper = callbacks.StopAtStep(10**6)
         self.plans = []
         workload = time_budget.Workload(
@@ -79,7 +79,7 @@ class FakeRun:
             batch_size=256,
             views=2,
             eval_images=eval_images,
-            warmup_steps=20,
+            warmup_steps=warmup,
             steps_per_execution=spe,
         )
         self.planner = time_budget.Planner(workload)
@@ -149,6 +149,21 @@ def test_a_small_drift_keeps_the_plan_and_only_one_replan_ever_happens():
     twice = FakeRun(600, lambda s: 0.5 if s < 100 else 0.7 if s < 500 else 0.9)
     twice.run()
     assert [p.replans for p in twice.plans] == [0, 1]
+
+
+@pytest.mark.parametrize("budget", [30, 90, 600])
+def test_a_warmup_longer_than_the_budget_allows_is_cut_to_a_tenth(budget):
+    """One epoch of warmup asked (195 steps) and too little time for it: the first plan
+    cuts it to a tenth of the run (at least to the step after planning), the rate
+    decays through a cosine and is 0 at the last step. (A real 90 s run once kept the
+    provisional warmup to its end and finished at the peak rate.)"""
+    run = FakeRun(budget, lambda s: 0.5, warmup=195)
+    run.run()
+    plan = run.plans[-1]
+    assert plan.warmup_steps <= max(round(0.1 * plan.steps), plan.planned_at_step + 1)
+    assert plan.warmup_steps < plan.steps
+    assert run.final_lr == pytest.approx(0.0, abs=1e-7)
+    assert max(run.lrs.values()) == pytest.approx(1.0, abs=0.05)  # the peak is reached
 
 
 def test_the_plan_respects_steps_per_execution():

@@ -77,6 +77,7 @@ class PlannedWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         warm = fa + (1 - fa) * (t - a) / ops.maximum(warmup - a, 1e-9)
         start = ops.maximum(warmup, a)
         phase = pa + (1 - pa) * (t - start) / ops.maximum(total - start, 1.0)
+        phase = ops.where(t >= total, 1.0, phase)  # 0 at the end, whatever the warmup
         cosine = 0.5 * (1 + ops.cos(math.pi * ops.clip(phase, 0.0, 1.0)))
         return ops.where(t < warmup, warm, cosine)
 
@@ -97,9 +98,12 @@ class PlannedWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         for name, value in state.items():
             getattr(self, name).assign(value)
 
-    def replan(self, step, total_steps, warmup_steps=None):
+    def replan(self, step, total_steps, warmup_steps=None, keep_slope=True):
         """Sets the length to `total_steps` from `step` on, the rate continuous at `step`
-        (`warmup_steps` moves the warmup's end only while it has not been reached)."""
+        (`warmup_steps` moves the warmup's end only while it has not been reached; with
+        `keep_slope` the ramp left may shorten to half, never more: a re-plan never
+        makes warmup more than twice as steep. The first plan replaces a provisional
+        warmup, so it may)."""
         s = self.state()
         t = float(step)
         if t < s["warmup"]:
@@ -113,9 +117,10 @@ class PlannedWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                     s["anchor_phase"],
                 )
             )
-            # The ramp left may shorten to half, never more: at most twice as steep.
             warmup = s["warmup"] if warmup_steps is None else float(warmup_steps)
-            warmup = max(warmup, t + 0.5 * (s["warmup"] - t), t + 1)
+            if keep_slope:
+                warmup = max(warmup, t + 0.5 * (s["warmup"] - t))
+            warmup = max(warmup, t + 1)
             new = dict(anchor_step=t, anchor_fraction=fraction, anchor_phase=0.0)
             new.update(warmup=min(warmup, float(total_steps)))
         else:
