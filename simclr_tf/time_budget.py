@@ -92,7 +92,6 @@ class Workload:
     eval_images: int  # images the evaluation after training runs forward
     warmup_steps: int  # as --warmup_epochs asks, at most WARMUP_CAP of the planned run
     steps_per_execution: int = 1
-    min_steps: int = 1
     monitor_images_per_step: float = 0.0  # the kNN monitor's forward images, per step
 
 
@@ -152,7 +151,7 @@ class Planner:
         more = max(0, math.floor(available / per_step))
         steps = step + more
         spe = max(1, w.steps_per_execution)
-        steps = max(w.min_steps, step + 1, steps - steps % spe)
+        steps = max(step + 1, steps - steps % spe)
         replans = 0 if self.plan is None else self.plan.replans + 1
         if self.plan is not None and self.plan.warmup_steps <= step:
             warmup = self.plan.warmup_steps  # reached: it stays where it was
