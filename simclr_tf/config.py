@@ -29,6 +29,10 @@ class AugmentConfig:
     """Parameters of the pretraining views (defaults: the paper's ImageNet setting)."""
 
     crop: bool = True
+    # Side of the pretraining views (0: --image_size). Smaller views cost less per step
+    # (the CIFAR stem's work grows with the pixels) and the encoder, fully convolutional,
+    # is still evaluated and served at --image_size.
+    view_size: int = 0
     area_range: tuple[float, float] = (0.08, 1.0)
     aspect_range: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
     flip: bool = True
@@ -50,6 +54,9 @@ class AugmentConfig:
     # The batched views' pixel arithmetic compiled by XLA (fused ops; the random values
     # are drawn outside it, so both settings give the same views up to rounding).
     augment_jit_compile: bool = True
+
+    def view_side(self, image_size):
+        return self.view_size or image_size
 
 
 @dataclasses.dataclass(frozen=True)

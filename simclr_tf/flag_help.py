@@ -72,6 +72,8 @@ HELP = {
     "(-1: train everything, 0: freeze the stem).",
     "linear_probe": "Train a stop-gradient linear probe during pretraining.",
     "crop": "Random resized crop.",
+    "view_size": "Side of the pretraining views in pixels (0: --image_size); the "
+    "encoder is still evaluated and exported at --image_size.",
     "area_range": "Crop area range, as a fraction of the image.",
     "aspect_range": "Crop aspect-ratio range.",
     "flip": "Random horizontal flip.",

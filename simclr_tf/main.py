@@ -84,6 +84,10 @@ def validate(c: cfg.Config):
         (c.model.sk_ratio >= 0, "--sk_ratio must be >= 0"),
         (c.data.image_size >= 8, "--image_size must be at least 8"),
         (
+            c.augment.view_size == 0 or c.augment.view_size >= 8,
+            "--view_size must be 0 (the image size) or at least 8",
+        ),
+        (
             c.data.batch_size >= 2,
             "--batch_size must be at least 2 (one positive pair needs negatives)",
         ),

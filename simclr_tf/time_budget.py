@@ -89,7 +89,7 @@ class Workload:
     budget_s: float
     batch_size: int
     views: int  # images per example in a step: 2 for pretraining, 1 for classifiers
-    eval_images: int  # images the evaluation after training runs forward
+    eval_images: float  # images the evaluation after training runs forward (in views' pixels)
     warmup_steps: int  # as --warmup_epochs asks, at most WARMUP_CAP of the planned run
     steps_per_execution: int = 1
     monitor_images_per_step: float = 0.0  # the kNN monitor's forward images, per step
@@ -113,8 +113,12 @@ def pretrain_workload(config, steps_per_epoch, queries, bank, monitor_every_loop
     """Pretraining's: two views a step; after training the kNN evaluation (`bank` +
     `queries` images; also every `monitor_every_loops` checkpoint loops) and the
     probe's (`queries`)."""
-    knn = bank + queries if bank else 0
-    probe = queries if config.model.linear_probe else 0
+    size = config.data.image_size
+    # Evaluated images are --image_size, the step's views may be smaller: count each in
+    # views' pixels.
+    pixels = (size / config.augment.view_side(size)) ** 2
+    knn = (bank + queries) * pixels if bank else 0
+    probe = queries * pixels if config.model.linear_probe else 0
     every = monitor_every_loops * config.run.checkpoint_steps
     return workload(config, 2, knn + probe, steps_per_epoch, knn / every if every else 0.0)
 

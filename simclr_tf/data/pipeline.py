@@ -77,9 +77,10 @@ def pretrain_dataset(
 
     Returns:
       A `tf.data.Dataset` of {"view1", "view2": float32 [B, S, S, 3] in [0, 1],
-      "label": int64 [B] (-1 when unlabelled)}, S = `data.image_size`.
+      "label": int64 [B] (-1 when unlabelled)}, S = `aug.view_size` or else
+      `data.image_size`.
     """
-    size = data.image_size
+    size = aug.view_side(data.image_size)
     batched = aug.batched_augment and batch_ops.supports(aug)
     examples = _examples(source, split, data, ctx)
     if batched and examples.element_spec["image"].shape.is_fully_defined():

@@ -12,12 +12,14 @@ from simclr_tf.models import distillation, heads, resnet, step_models
 def build_encoder(config: Config):
     m, size = config.model, config.data.image_size
     cifar_stem = m.cifar_stem if m.cifar_stem is not None else size <= 32
+    # Trained on views of another side, it takes any side (it is fully convolutional).
+    same = config.augment.view_side(size) == size
     return resnet.resnet(
         m.depth,
         m.width_multiplier,
         m.sk_ratio,
         cifar_stem,
-        input_shape=(size, size, 3),
+        input_shape=(size, size, 3) if same else (None, None, 3),
         sync_bn=m.sync_bn,
         bn_momentum=m.bn_momentum,
         matmul_kernel_grad=m.matmul_kernel_grad,

@@ -62,6 +62,17 @@ def _augmentation():
     return cells
 
 
+def _budget_cells(budget):
+    """The settings that matter at a small budget, one change from the base at a time."""
+    b = {"time_budget": budget, "checkpoint_steps": 200}
+    return [
+        cell("base (study_cpu)", **b),
+        cell("temperature 0.2", temperature=0.2, **b),
+        cell("views 24 px", view_size=24, **b),
+        cell("batch 128 (lr 0.5, linear scaling)", batch_size=128, **b),
+    ]
+
+
 STUDIES = {
     # Paper Fig. 5 (a subset) and its heat map.
     "augmentation": _augmentation(),
@@ -100,4 +111,8 @@ STUDIES = {
         cell("batch 128, 2 epochs", batch_size=128, train_steps=800),
         cell("batch 256, 2 epochs", train_steps=400),
     ],
+    # Issue "most representation per CPU-minute": what a wall-clock budget buys
+    # (RESULTS.md, "Time to accuracy"). Every cell plans its own length for the budget
+    # (--time_budget); the runner times the whole process.
+    "budget_10m": _budget_cells("10m"),
 }
