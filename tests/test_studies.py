@@ -103,6 +103,34 @@ def test_every_cell_flag_is_a_main_flag_and_the_base_recipe_is_shared():
         assert next(c for c in grid.STUDIES[study] if c.label == label).key == "base"
 
 
+def test_a_budget_table_shows_the_steps_each_plan_bought(tmp_path):
+    from simclr_tf import time_budget
+
+    cells = grid.STUDIES["budget_10m"]
+    assert all(dict(c.flags)["time_budget"] == "10m" for c in cells)
+    _fake_result(tmp_path, cells[0], 0, 0.50, 0.45)
+    plan = time_budget.Plan(
+        budget_s=600.0,
+        steps=1135,
+        warmup_steps=98,
+        planned_at_step=12,
+        step_s=0.5,
+        overhead_per_step_s=0.0,
+        reserve_s=4.0,
+        elapsed_s=18.0,
+        expected_end=0.0,
+        replans=0,
+        schedule={},
+    )
+    time_budget.write_plan(runner.run_dir(str(tmp_path), cells[0], 0), plan)
+    text = report.table("budget_10m", [0], str(tmp_path))
+    assert text.splitlines()[0].endswith("| steps |")
+    row = next(line for line in text.splitlines() if line.startswith(f"| {cells[0].label} |"))
+    assert row.endswith("| 100 | 1135 |")
+    missing = next(line for line in text.splitlines() if line.startswith(f"| {cells[1].label} |"))
+    assert missing.endswith("| - | - |")
+
+
 def test_augmentation_cells_turn_off_what_they_do_not_name():
     colour_only = dict(grid.augmentation_cell(("colour",)).flags)
     assert colour_only == {"crop": "false", "flip": "false"}

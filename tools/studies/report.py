@@ -51,11 +51,24 @@ def _format(numbers):
     return text
 
 
+def planned_steps(root, cell, seeds):
+    """Steps of the cell's `--time_budget` plans (time_budget.json), per seed that has
+    one: what the budget bought."""
+    from simclr_tf import time_budget
+
+    plans = [time_budget.read_plan(runner.run_dir(root, cell, s)) for s in seeds]
+    return [p.steps for p in plans if p is not None]
+
+
 def table(study, seeds, root):
-    """Markdown: one row per cell, each metric as mean ± s.d. (points) over its seeds."""
+    """Markdown: one row per cell, each metric as mean ± s.d. (points) over its seeds;
+    cells that plan for a time budget also show their planned steps."""
     rows = collect(study, seeds, root)
+    budgeted = any(planned_steps(root, cell, seeds) for cell, _ in rows)
     header = "| cell | seeds | linear (h) | kNN (h) | linear (z) | kNN (z) | pretrain s |"
-    lines = [header, "|" + "---|" * 7]
+    if budgeted:
+        header += " steps |"
+    lines = [header, "|" + "---|" * (8 if budgeted else 7)]
     for cell, results in rows:
         diverged = sum("diverged" in r for r in results)
         trained = [r for r in results if "diverged" not in r]
@@ -67,12 +80,18 @@ def table(study, seeds, root):
         seconds = [r["pretrain_s"] for r in trained]
         note = f"{len(trained)}" + (f" (+{diverged} diverged)" if diverged else "")
         time_text = f"{statistics.fmean(seconds):.0f}" if seconds else "-"
-        lines.append(f"| {cell.label} | {note} | " + " | ".join(cells) + f" | {time_text} |")
+        line = f"| {cell.label} | {note} | " + " | ".join(cells) + f" | {time_text} |"
+        if budgeted:
+            steps = planned_steps(root, cell, seeds)
+            line += (" " + "/".join(str(s) for s in steps) if steps else " -") + " |"
+        lines.append(line)
     floor = floor_results(seeds, root)
     if floor:
         cells = [_format(values(floor, kind, metric)) for kind, metric in METRICS]
         lines.append(
-            f"| random init (no training) | {len(floor)} | " + " | ".join(cells) + " | 0 |"
+            f"| random init (no training) | {len(floor)} | "
+            + " | ".join(cells)
+            + (" | 0 | 0 |" if budgeted else " | 0 |")
         )
     return "\n".join(lines)
 
