@@ -131,6 +131,33 @@ def test_a_budget_table_shows_the_steps_each_plan_bought(tmp_path):
     assert missing.endswith("| - | - |")
 
 
+@pytest.mark.parametrize("minutes", [10, 30])
+def test_the_budget_recipes_are_the_cells_that_measured_them(minutes):
+    """flags/cifar10_cpu10.cfg and cpu30.cfg train exactly as their measured cells (the
+    study base plus the cell's flags); only --train_steps differs, which a budget
+    ignores."""
+    import contextlib
+    import dataclasses
+
+    from absl import flags
+
+    from simclr_tf import main
+
+    values = flags.FlagValues()
+    main.define_flags(values)
+    with contextlib.chdir(runner.REPO):
+        values(["main", f"--flagfile=flags/cifar10_cpu{minutes}.cfg"])
+    recipe = main.config_from_flags(values)
+    cell = grid.recipe_cell(f"{minutes}m")
+    measured = runner.base_config([f"--{k}={v}" for k, v in cell.flags])
+    assert recipe.run.time_budget == f"{minutes}m"
+    ignored = dict(train_steps=0, train_epochs=0)
+    assert dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, **ignored)) == (
+        dataclasses.replace(measured, run=dataclasses.replace(measured.run, **ignored))
+    )
+    assert main.ignored_flags(recipe) == []
+
+
 def test_augmentation_cells_turn_off_what_they_do_not_name():
     colour_only = dict(grid.augmentation_cell(("colour",)).flags)
     assert colour_only == {"crop": "false", "flip": "false"}
@@ -218,6 +245,21 @@ def test_a_study_runs_evaluates_and_resumes(tmp_path, cifar_data_dir, monkeypatc
     monkeypatch.setattr(runner, "pretrain", must_not_train)
     runner.run_study("tiny", [0], str(tmp_path), cifar_data_dir, splits, 10, extra, lines.append)
     assert lines[-1].endswith("done before")
+
+
+def test_only_runs_the_cells_whose_label_has_the_text(tmp_path, monkeypatch):
+    ran = []
+
+    def pretrain(cell, seed, model_dir, data_dir, extra_flags=()):
+        ran.append(cell.label)
+        os.makedirs(model_dir)
+        return False, 0.0, "NaN or infinite loss"  # recorded as diverged, nothing to score
+
+    monkeypatch.setattr(runner, "pretrain", pretrain)
+    runner.run_study("budget_10m", [0], str(tmp_path), None, (None, None), 10, only="recipe")
+    assert ran == ["recipe (flags/cifar10_cpu10.cfg)"]
+    with pytest.raises(RuntimeError, match="no cell"):
+        runner.run_study("budget_10m", [0], str(tmp_path), None, (None, None), 10, only="xyz")
 
 
 def _cli(*args):

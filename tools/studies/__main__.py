@@ -16,6 +16,9 @@ def parse(argv):
     parser.add_argument(
         "--random_init", action="store_true", help="also measure the untrained network"
     )
+    parser.add_argument(
+        "--only", default="", help="run only the cells whose label contains this text"
+    )
     parser.add_argument("--report_only", action="store_true", help="only print the table")
     parser.add_argument("--table_out", help="also write the markdown table here")
     parser.add_argument("--heatmap_out", help="augmentation study: the heat map PNG")
@@ -59,6 +62,7 @@ def main(argv=None):
                 splits,
                 source.num_classes,
                 args.extra_flag,
+                only=args.only,
             )
         except RuntimeError as error:  # a pretraining that failed (its log is named)
             sys.exit(f"tools.studies: error: {error}")

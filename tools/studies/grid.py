@@ -62,14 +62,32 @@ def _augmentation():
     return cells
 
 
+def _budget(budget):
+    return {"time_budget": budget, "checkpoint_steps": 200}
+
+
+def recipe_cell(budget):
+    """flags/cifar10_cpu<minutes>.cfg as a cell (a test holds the two equal): the
+    winners of the search, with the run's own final kNN evaluation inside the budget."""
+    return cell(
+        f"recipe (flags/cifar10_cpu{budget[:-1]}.cfg)",
+        temperature=0.2,
+        view_size=24,
+        eval_split="test",
+        **_budget(budget),
+    )
+
+
 def _budget_cells(budget):
-    """The settings that matter at a small budget, one change from the base at a time."""
-    b = {"time_budget": budget, "checkpoint_steps": 200}
+    """The settings that matter at a small budget, one change from the base at a time,
+    then the recipe that combines the winners."""
+    b = _budget(budget)
     return [
         cell("base (study_cpu)", **b),
         cell("temperature 0.2", temperature=0.2, **b),
         cell("views 24 px", view_size=24, **b),
         cell("batch 128 (lr 0.5, linear scaling)", batch_size=128, **b),
+        recipe_cell(budget),
     ]
 
 
@@ -115,4 +133,5 @@ STUDIES = {
     # (RESULTS.md, "Time to accuracy"). Every cell plans its own length for the budget
     # (--time_budget); the runner times the whole process.
     "budget_10m": _budget_cells("10m"),
+    "budget_30m": [recipe_cell("30m")],
 }

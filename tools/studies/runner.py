@@ -72,12 +72,16 @@ def read_eval(model_dir):
         return json.load(f)
 
 
-def run_study(study, seeds, root, data_dir, splits, num_classes, extra_flags=(), log=print):
+def run_study(
+    study, seeds, root, data_dir, splits, num_classes, extra_flags=(), log=print, only=""
+):
     """Every (seed, cell) of `study` not done yet, seed by seed (a partial study covers
-    every cell once before it repeats one)."""
+    every cell once before it repeats one); with `only`, the cells whose label has it."""
     from simclr_tf import run_dirs
 
-    cells = grid.STUDIES[study]
+    cells = [c for c in grid.STUDIES[study] if only in c.label]
+    if not cells:
+        raise RuntimeError(f"no cell of {study} has {only!r} in its label")
     train, test = splits
     total = len(cells) * len(seeds)
     done = 0
