@@ -5,6 +5,7 @@ at the end of each, so a rerun resumes at the last one (optimizer state and step
 included) and `StopAtStep` ends exactly at the requested step.
 """
 
+import collections
 import dataclasses
 import math
 import time
@@ -13,7 +14,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import evaluation
+from simclr_tf import evaluation, time_budget
 from simclr_tf.models import representation_health
 
 
@@ -158,8 +159,9 @@ class SkippedImages(keras.callbacks.Callback):
 class BudgetCallback(keras.callbacks.Callback):
     """Times the run, plans its length after `skip_calls` + `timed_calls` compiled
     calls, and checks the plan at the end of every checkpoint loop, re-planning once
-    if the cost per step drifted: the step's own time over the last loop (the going
-    rate) plus everything between steps (saves, monitor) since the plan, per step.
+    if the cost per step drifted: the step's own time over the last
+    `time_budget.RATE_WINDOW_LOOPS` loops (the going rate) plus everything between
+    steps (saves, monitor) since the plan, per step.
 
     `stopper` (a `callbacks.StopAtStep`) and `schedule` (a `PlannedWarmupCosine`) are
     set to each plan; `on_plan(plan)` stores it (the chief writes it)."""
@@ -186,6 +188,7 @@ class BudgetCallback(keras.callbacks.Callback):
         self._since = None  # (time, step) the plan was made at
         self._stepping_since_plan = 0.0  # seconds inside compiled calls since then
         self._loop = [0.0, 0]  # seconds and steps inside compiled calls this loop
+        self._recent = collections.deque(maxlen=time_budget.RATE_WINDOW_LOOPS)  # loops
 
     def _step(self):
         return int(self.model.optimizer.iterations.numpy())
@@ -219,13 +222,17 @@ class BudgetCallback(keras.callbacks.Callback):
         self._loop = [0.0, 0]
         if plan is None or plan.replans or self._since is None or loop_steps < 1:
             return
+        self._recent.append((loop_seconds, loop_steps))
         now, step = self.clock(), self._step()
         t0, s0 = self._since
-        if step >= plan.steps:
+        if step >= plan.steps or len(self._recent) < self._recent.maxlen:
             return
-        step_s = loop_seconds / loop_steps
         overhead_s = max(0.0, (now - t0) - self._stepping_since_plan) / max(1, step - s0)
-        if self.planner.drifted(step_s, overhead_s):
+        # A new rate, not noise: every loop of the window drifted, the same way.
+        rates = [t / n for t, n in self._recent]
+        drifts = {self.planner.drift(rate, overhead_s) for rate in rates}
+        if drifts in ({1}, {-1}):
+            step_s = sum(t for t, _ in self._recent) / sum(n for _, n in self._recent)
             self._apply(step, now, step_s, overhead_s)
 
     def _apply(self, step, now, step_s, overhead_s):

@@ -155,6 +155,17 @@ def test_a_run_faster_after_its_first_pass_replans_and_fills_the_budget():
     assert run.final_lr == pytest.approx(0.0, abs=1e-7)
 
 
+def test_one_slow_loop_on_a_noisy_machine_does_not_replan():
+    """Loops of a real 30-minute run varied by up to 12% from each other; one loop 10%
+    slow is noise, not a new rate (the plan holds), while three are."""
+    noisy = FakeRun(600, lambda s: 0.55 if 300 <= s < 350 else 0.5)
+    noisy.run()
+    assert len(noisy.plans) == 1
+    slow = FakeRun(600, lambda s: 0.55 if s >= 300 else 0.5)
+    slow.run()
+    assert [p.replans for p in slow.plans] == [0, 1]
+
+
 def test_a_small_drift_keeps_the_plan_and_only_one_replan_ever_happens():
     small = FakeRun(300, lambda s: 0.5 if s < 100 else 0.52)
     small.run()
