@@ -46,3 +46,29 @@ def test_the_augmentation_verdict_holds_for_every_composition():
     for name, value in trained.items():
         if name != "crop + colour" and round(value, 1) > bound:
             assert f"{round(value, 1)}%" in row, (name, value, row)
+
+
+def _search_rows():
+    section = RESULTS.split("**The search**", 1)[1].split("\nCommands", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        if len(cells) > 2 and (m := re.match(r"([\d.]+)%", cells[1])):
+            rows[cells[0]] = (float(m.group(1)), float(cells[2].rstrip("%")))
+    return rows
+
+
+def test_the_time_to_accuracy_findings_agree_with_their_table():
+    """The point differences the text quotes are the search table's."""
+    rows = _search_rows()
+    base = rows["base (study_cpu)"]
+
+    def gain(label, metric):
+        return f"{rows[label][metric] - base[metric]:.2f}"
+
+    findings = RESULTS.split("What the search found", 1)[1].split("\n\n", 1)[0]
+    assert f"+{gain('views 24 px (`--view_size=24`)', 0)} points linear" in findings
+    assert f"+{gain('temperature 0.2', 0)} linear, +{gain('temperature 0.2', 1)} kNN" in findings
+    assert f"is {gain('batch 128 (lr 0.5 by linear scaling)', 0)[1:]} points below" in findings
+    recipe = "recipe: temperature 0.2 + views 24 px"
+    assert f"+{gain(recipe, 0)} points linear and +{gain(recipe, 1)} kNN" in findings

@@ -298,3 +298,18 @@ def test_the_plan_is_written_beside_and_into_config_json_and_read_back(tmp_path)
     restored.restore(plan.schedule)
     for step in (0, plan.warmup_steps, plan.steps // 2, plan.steps):
         assert float(restored(step)) == pytest.approx(float(run.schedule(step)), abs=1e-7)
+
+
+def test_evaluated_images_are_counted_in_the_pixels_of_the_views():
+    """With 24 px views a 32 px evaluation image costs (32/24)^2 views' forward passes:
+    the planner keeps that much more time for the evaluation."""
+    from simclr_tf.config import AugmentConfig, Config, RunConfig
+
+    def eval_images(view_size):
+        config = Config(
+            run=RunConfig(time_budget="10m"), augment=AugmentConfig(view_size=view_size)
+        )
+        return time_budget.pretrain_workload(config, 195, 10000, 10000, 0).eval_images
+
+    assert eval_images(0) == 30000  # kNN bank + queries, and the probe's queries
+    assert eval_images(24) == pytest.approx(30000 * (32 / 24) ** 2)
