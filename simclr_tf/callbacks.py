@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simclr_tf import evaluation, time_budget
+from simclr_tf import evaluation
 from simclr_tf.models import representation_health
 
 
@@ -160,7 +160,7 @@ class BudgetCallback(keras.callbacks.Callback):
     """Times the run, plans its length after `skip_calls` + `timed_calls` compiled
     calls, and checks the plan at the end of every checkpoint loop, re-planning once
     if the cost per step drifted: the step's own time over the last
-    `time_budget.RATE_WINDOW_LOOPS` loops (the going rate) plus everything between
+    `planner.RATE_WINDOW_LOOPS` loops (the going rate) plus everything between
     steps (saves, monitor) since the plan, per step.
 
     `stopper` (a `callbacks.StopAtStep`) and `schedule` (a `PlannedWarmupCosine`) are
@@ -188,7 +188,7 @@ class BudgetCallback(keras.callbacks.Callback):
         self._since = None  # (time, step) the plan was made at
         self._stepping_since_plan = 0.0  # seconds inside compiled calls since then
         self._loop = [0.0, 0]  # seconds and steps inside compiled calls this loop
-        self._recent = collections.deque(maxlen=time_budget.RATE_WINDOW_LOOPS)  # loops
+        self._recent = collections.deque(maxlen=planner.RATE_WINDOW_LOOPS)  # loops
 
     def _step(self):
         return int(self.model.optimizer.iterations.numpy())

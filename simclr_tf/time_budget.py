@@ -141,6 +141,8 @@ def forward_seconds_per_image(step_s, workload):
 class Planner:
     """Plans (and re-plans once) the run's length from measured times."""
 
+    RATE_WINDOW_LOOPS = RATE_WINDOW_LOOPS
+
     def __init__(self, workload, plan=None):
         self.workload = workload
         self.plan = plan
