@@ -129,9 +129,8 @@ STUDIES = {
         cell("batch 128, 2 epochs", batch_size=128, train_steps=800),
         cell("batch 256, 2 epochs", train_steps=400),
     ],
-    # Issue "most representation per CPU-minute": what a wall-clock budget buys
-    # (RESULTS.md, "Time to accuracy"). Every cell plans its own length for the budget
-    # (--time_budget); the runner times the whole process.
+    # What a wall-clock budget buys (RESULTS.md, "Time to accuracy"). Every cell plans
+    # its own length for the budget (--time_budget); the runner times the whole process.
     "budget_10m": _budget_cells("10m"),
     "budget_30m": [recipe_cell("30m")],
 }

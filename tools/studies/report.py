@@ -64,7 +64,8 @@ def table(study, seeds, root):
     """Markdown: one row per cell, each metric as mean ± s.d. (points) over its seeds;
     cells that plan for a time budget also show their planned steps."""
     rows = collect(study, seeds, root)
-    budgeted = any(planned_steps(root, cell, seeds) for cell, _ in rows)
+    steps_of = {cell.key: planned_steps(root, cell, seeds) for cell, _ in rows}
+    budgeted = any(steps_of.values())
     header = "| cell | seeds | linear (h) | kNN (h) | linear (z) | kNN (z) | pretrain s |"
     if budgeted:
         header += " steps |"
@@ -82,7 +83,7 @@ def table(study, seeds, root):
         time_text = f"{statistics.fmean(seconds):.0f}" if seconds else "-"
         line = f"| {cell.label} | {note} | " + " | ".join(cells) + f" | {time_text} |"
         if budgeted:
-            steps = planned_steps(root, cell, seeds)
+            steps = steps_of[cell.key]
             line += (" " + "/".join(str(s) for s in steps) if steps else " -") + " |"
         lines.append(line)
     floor = floor_results(seeds, root)
