@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 _SCRIPT = r"""
@@ -54,6 +56,8 @@ def _peak_increase(n, kind):
     return json.loads(out.splitlines()[-1])
 
 
+@pytest.mark.slow  # half a minute of two subprocesses; tests/test_losses.py checks the
+# blockwise loss's values and gradients in the default suite.
 def test_loss_at_global_batch_8192_holds_less_than_one_logits_matrix():
     n = 8192
     matrix_bytes = (2 * n) ** 2 * 4  # one float32 2N x 2N matrix: 1 GiB

@@ -22,7 +22,7 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
         [sys.executable, "-m", "tools.benchmark"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 2
-    modes = "step|input|fit|budget|memory|conv|execution|accuracy|search"
+    modes = "step|input|fit|budget|memory|conv|execution|accuracy|search|profile"
     assert f"usage: python -m tools.benchmark {modes}" in result.stderr
 
 
@@ -91,3 +91,33 @@ print(json.dumps(accuracy.summarize(runs)))
     assert abs(ours["h_knn_acc_sd"] - statistics.stdev([0.40, 0.44])) < 1e-12
     assert abs(peer["z_linear_acc_sd"] - statistics.stdev([0.43, 0.42])) < 1e-12
     assert peer["train_seconds"] == 140.0 and ours["seeds"] == 2
+
+
+def test_profile_sums_each_op_type_over_threads_and_steps():
+    # A hand-built trace of 2 steps: two executor threads, op events named "name:type",
+    # and wrappers without a type (the executor's "Process") that must not count.
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from tools.benchmark.profile import op_times
+
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    names = {1: "enc/conv/Conv2D:_MklNativeConv2D", 2: "enc/bn:FusedBatchNormV3", 3: "Process"}
+    for key, name in names.items():
+        plane.event_metadata[key].name = name
+    ms = 10**9  # picoseconds per millisecond
+    events = {
+        "tf_Compute/1": [(1, 30), (2, 4), (3, 50), (1, 30)],
+        "tf_Compute/2": [(1, 20), (2, 6), (3, 40)],
+    }
+    for line_name, line_events in events.items():
+        line = plane.lines.add(name=line_name)
+        for key, duration in line_events:
+            line.events.add(metadata_id=key, duration_ps=duration * ms)
+    space.planes.add(name="/device:CPU:0").lines.add().events.add(metadata_id=1, duration_ps=ms)
+
+    times = op_times(space, steps=2)
+
+    assert set(times) == {"_MklNativeConv2D", "FusedBatchNormV3"}
+    assert times["_MklNativeConv2D"] == (40.0, 1.5)  # (30 + 30 + 20) / 2 ms, 3 ops / 2
+    assert times["FusedBatchNormV3"] == (5.0, 1.0)

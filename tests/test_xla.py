@@ -75,6 +75,8 @@ def cifar(cifar_data_dir):
     return open_source("cifar10", cifar_data_dir)
 
 
+@pytest.mark.slow  # about a minute (ResNet-50 with selective kernels); the fine-tuning
+# step below keeps XLA compilation in the default suite.
 def test_pretraining_step_compiles_with_xla_and_matches(cifar):
     """Selective-kernel encoder, nonlinear head, blockwise NT-Xent with its custom
     gradient over several (padded) blocks, the online probe and LARS, in one XLA

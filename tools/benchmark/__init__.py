@@ -8,6 +8,7 @@ only with --append. Run from the repository root, one module per mode:
   python -m tools.benchmark memory --data_dir=../shared/data/tfds --depth=50 --batch=256
   python -m tools.benchmark conv   --data_dir=../shared/data/tfds --width=1.0 --batch=256
   python -m tools.benchmark execution --data_dir=../shared/data/tfds --width=0.25 --batch=256
+  python -m tools.benchmark profile --data_dir=../shared/data/tfds --width=0.25 --batch=256
 
 step:   the compiled train step alone on one real batch held in memory, for the project's
         PretrainModel, the plain Keras 3 baseline (tools/plain_keras_simclr.py) in this
@@ -37,6 +38,9 @@ execution: the training path with --steps_per_execution steps per compiled call 
 search: exact top-8 neighbour queries (median and p90 ms over --search_queries) and a
         full near-duplicate scan (cosine >= 0.95) over tools/embed.py's embeddings in
         --embeddings_dir, as tools/similar.py runs them.
+profile: the project's step under TensorFlow's profiler: thread-milliseconds per step of
+        each op type, and its share of all op time (two executor threads run ops side
+        by side, so shares compare op types; they are not fractions of the wall time).
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
 Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones;
 input and fit also leave the first pass over the data untimed (--after_first_epoch).

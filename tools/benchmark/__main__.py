@@ -14,10 +14,17 @@ from tools.benchmark import (
     input_pipeline,
     kernel_grads,
     memory,
+    profile,
     search,
     step,
 )
-from tools.benchmark.machine import commit, fma_peak_gflops, machine_name, this_hardware
+from tools.benchmark.machine import (
+    commit,
+    fma_peak_gflops,
+    machine_name,
+    peak_gflops,
+    this_hardware,
+)
 from tools.benchmark.options import FLAGS
 from tools.benchmark.report import append_markdown
 
@@ -33,6 +40,7 @@ def main(argv):
         "execution": execution.bench_execution,
         "accuracy": accuracy.bench_accuracy,
         "search": search.bench_search,
+        "profile": profile.bench_profile,
     }
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: python -m tools.benchmark {'|'.join(modes)} [flags]", file=sys.stderr)
@@ -70,6 +78,7 @@ def main(argv):
         "machine": machine_name(),
         "hardware": this_hardware().describe(),
         "fma_peak_gflops": fma_peak_gflops(),
+        "bf16_peak_gflops": peak_gflops("mixed_bfloat16"),
         "commit": commit(),
         "date": datetime.date.today().isoformat(),
         "rows": rows,

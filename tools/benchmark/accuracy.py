@@ -40,11 +40,6 @@ flags.DEFINE_string(
     "comparison holds only for recipes with those settings, as flags/cifar10_cpu_long.cfg).",
 )
 flags.DEFINE_string(
-    "torch_python",
-    None,
-    "accuracy: the Python of the environment holding requirements-bench.txt (lightly).",
-)
-flags.DEFINE_string(
     "work_dir", None, "accuracy: where the runs, features and results go (resumable)."
 )
 

@@ -38,6 +38,18 @@ def fma_peak_gflops():
     return (os.cpu_count() or 1) * mhz * 1e-3 * 2 * 8 * 2 if mhz else None
 
 
+def peak_gflops(policy):
+    """The peak of the multiply-adds `policy` computes in: float32 FMA, or (bf16 on a CPU
+    with AVX-512 BF16) VDPBF16PS, whose two bf16 products a float32 lane make it twice
+    the FMA peak on the same two 256-bit pipes (Zen 4). None where neither applies."""
+    peak = fma_peak_gflops()
+    if peak is None or policy == "float32":
+        return peak
+    if policy == "mixed_bfloat16" and this_hardware().native_bf16_cpu:
+        return 2 * peak
+    return None
+
+
 def precisions():
     """--precisions resolved on this machine ("auto" -> its choice), deduplicated; bf16
     left out where its kernels cannot run (hardware.Hardware.bf16_blocked)."""

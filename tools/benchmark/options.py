@@ -25,6 +25,12 @@ flags.DEFINE_bool(
     "Also time the plain PyTorch baseline (step; skipped if torch is missing).",
 )
 flags.DEFINE_integer("torch_threads", 2, "Threads for the PyTorch baseline.")
+flags.DEFINE_string(
+    "torch_python",
+    None,
+    "The Python of the environment holding requirements-bench.txt (torch, lightly): "
+    "accuracy's lightly runs and step's PyTorch baseline (default there: this Python).",
+)
 flags.DEFINE_integer(
     "devices",
     1,

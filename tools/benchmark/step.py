@@ -5,12 +5,13 @@ import os
 import sys
 
 from tools.benchmark.common import project_model, real_batch, time_steps
-from tools.benchmark.machine import fma_peak_gflops, kernel_grad_for, precisions, this_hardware
+from tools.benchmark.machine import kernel_grad_for, peak_gflops, precisions, this_hardware
 from tools.benchmark.options import FLAGS, REPO
 
 
-def _baseline_process(script, batch, precisions, env=None, extra=()):
-    """Runs a baseline script on the batch in its own process; its JSON lines."""
+def _baseline_process(script, batch, precisions, env=None, extra=(), python=None):
+    """Runs a baseline script on the batch in its own process (`python`, default this
+    one); its JSON lines."""
     import subprocess
     import tempfile
 
@@ -21,7 +22,7 @@ def _baseline_process(script, batch, precisions, env=None, extra=()):
         np.savez(path, view1=batch["view1"].numpy(), view2=batch["view2"].numpy())
         out = subprocess.run(
             [
-                sys.executable,
+                python or sys.executable,
                 os.path.join(REPO, "tools", script),
                 path,
                 f"--width={FLAGS.width}",
@@ -49,28 +50,35 @@ def _row(impl, precision, seconds, flops=None, computed_in=None):
     }
     if flops:
         row["gflops_per_s"] = 3 * flops * 2 * FLAGS.batch / seconds / 1e9
-        peak = fma_peak_gflops()
-        if peak and (computed_in or precision) == "float32":
-            row["fma_peak_share"] = row["gflops_per_s"] / peak
+        peak = peak_gflops(computed_in or precision)
+        if peak:
+            row["peak_share"] = row["gflops_per_s"] / peak
     return row
 
 
 def _torch_rows(batch):
     """The PyTorch baseline in its own process (its thread pool never meets TF's);
-    bf16 autocast only where bf16 is native (emulated, it is many times slower)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print(
-            "torch is not installed: PyTorch baseline skipped (pip install torch==2.13.0)",
-            file=sys.stderr,
-        )
-        return []
+    bf16 autocast only where bf16 is native (emulated, it is many times slower).
+    --torch_python names another environment's Python (requirements-bench.txt)."""
+    if not FLAGS.torch_python:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print(
+                "torch is not installed: PyTorch baseline skipped (pip install torch==2.13.0,"
+                " or --torch_python=PATH)",
+                file=sys.stderr,
+            )
+            return []
     precisions = ["float32"] + (["bf16_autocast"] if this_hardware().native_bf16_cpu else [])
     return [
         _row("plain_pytorch", r["precision"], r["step_s"])
         for r in _baseline_process(
-            "plain_torch_simclr.py", batch, precisions, extra=[f"--threads={FLAGS.torch_threads}"]
+            "plain_torch_simclr.py",
+            batch,
+            precisions,
+            extra=[f"--threads={FLAGS.torch_threads}"],
+            python=FLAGS.torch_python,
         )
     ]
 
