@@ -22,7 +22,7 @@ def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
         [sys.executable, "-m", "tools.benchmark"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 2
-    modes = "step|input|fit|budget|memory|conv|execution|accuracy|search|profile"
+    modes = "step|input|fit|budget|memory|conv|execution|accuracy|search|profile|peak"
     assert f"usage: python -m tools.benchmark {modes}" in result.stderr
 
 
@@ -95,20 +95,27 @@ print(json.dumps(accuracy.summarize(runs)))
 
 def test_profile_sums_each_op_type_over_threads_and_steps():
     # A hand-built trace of 2 steps: two executor threads, op events named "name:type",
-    # and wrappers without a type (the executor's "Process") that must not count.
+    # and the wrappers TensorFlow's traces hold around them, which must not count.
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     from tools.benchmark.profile import op_times
 
     space = xplane_pb2.XSpace()
     plane = space.planes.add(name="/host:CPU")
-    names = {1: "enc/conv/Conv2D:_MklNativeConv2D", 2: "enc/bn:FusedBatchNormV3", 3: "Process"}
+    names = {
+        1: "enc/conv/Conv2D:_MklNativeConv2D",
+        2: "enc/bn:FusedBatchNormV3",
+        3: "ExecutorState::Process",
+        4: "EagerLocalExecute: __inference_one_step_on_data_8862",
+        5: "KernelAndDeviceFunc::Run",
+    }
     for key, name in names.items():
         plane.event_metadata[key].name = name
     ms = 10**9  # picoseconds per millisecond
     events = {
         "tf_Compute/1": [(1, 30), (2, 4), (3, 50), (1, 30)],
         "tf_Compute/2": [(1, 20), (2, 6), (3, 40)],
+        "python": [(4, 90), (5, 90)],
     }
     for line_name, line_events in events.items():
         line = plane.lines.add(name=line_name)
@@ -121,3 +128,30 @@ def test_profile_sums_each_op_type_over_threads_and_steps():
     assert set(times) == {"_MklNativeConv2D", "FusedBatchNormV3"}
     assert times["_MklNativeConv2D"] == (40.0, 1.5)  # (30 + 30 + 20) / 2 ms, 3 ops / 2
     assert times["FusedBatchNormV3"] == (5.0, 1.0)
+
+
+def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):
+    # A fake clock: every timed call takes 0.5 s, so 2 * n^3 FLOPs give 4 n^3 / 1e9 GFLOP/s.
+    import time
+
+    from tools.benchmark import machine
+
+    ticks = iter(range(100))
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.5 * next(ticks))
+    monkeypatch.setattr(machine, "_MATMUL_RATES", {})
+    rate = machine.matmul_gflops("float32", n=64, repeats=3)
+    assert rate == 4 * 64**3 / 1e9
+    assert machine.matmul_gflops("float32", n=64) == rate  # measured once a process
+
+
+def test_matmul_rate_is_none_where_bf16_cannot_run(monkeypatch):
+    from simclr_tf import hardware
+    from tools.benchmark import machine
+
+    capped = hardware.Hardware(
+        cpu_flags=frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}), onednn_max_isa="AVX2"
+    )
+    assert capped.bf16_blocked
+    monkeypatch.setattr(machine, "this_hardware", lambda: capped)
+    monkeypatch.setattr(machine, "_MATMUL_RATES", {})
+    assert machine.matmul_gflops("mixed_bfloat16", n=64) is None

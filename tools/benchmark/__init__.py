@@ -9,11 +9,13 @@ only with --append. Run from the repository root, one module per mode:
   python -m tools.benchmark conv   --data_dir=../shared/data/tfds --width=1.0 --batch=256
   python -m tools.benchmark execution --data_dir=../shared/data/tfds --width=0.25 --batch=256
   python -m tools.benchmark profile --data_dir=../shared/data/tfds --width=0.25 --batch=256
+  python -m tools.benchmark peak
 
 step:   the compiled train step alone on one real batch held in memory, for the project's
         PretrainModel, the plain Keras 3 baseline (tools/plain_keras_simclr.py) in this
         process and the plain PyTorch baseline (tools/plain_torch_simclr.py, if torch is
-        installed) in its own; each in float32 and bf16; views/s and GFLOP/s.
+        installed) in its own; each in float32 and bf16; views/s, GFLOP/s, and shares of
+        the nominal peak and of a 4096^3 matmul's rate (peak).
         --compare_kernel_grad also times the project's bf16 step with every conv's
         native kernel gradient (simclr_tf.models.conv's matmul path off).
 input:  the tf.data augmentation pipeline alone; views/s and CPU ms per batch.
@@ -41,6 +43,8 @@ search: exact top-8 neighbour queries (median and p90 ms over --search_queries) 
 profile: the project's step under TensorFlow's profiler: thread-milliseconds per step of
         each op type, and its share of all op time (two executor threads run ops side
         by side, so shares compare op types; they are not fractions of the wall time).
+peak:   GFLOP/s of a 4096^3 matmul per compute type (float32; bf16 where native) against
+        the nominal peak at /proc/cpuinfo's clock; step's shares divide by the matmul's.
 All modes take --depth/--width/--batch/--precisions/--xla/--devices (logical CPU devices).
 Times are medians (fit: means) over --repeats timed steps after --warmup untimed ones;
 input and fit also leave the first pass over the data untimed (--after_first_epoch).

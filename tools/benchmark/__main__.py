@@ -14,6 +14,7 @@ from tools.benchmark import (
     input_pipeline,
     kernel_grads,
     memory,
+    peak,
     profile,
     search,
     step,
@@ -41,6 +42,7 @@ def main(argv):
         "accuracy": accuracy.bench_accuracy,
         "search": search.bench_search,
         "profile": profile.bench_profile,
+        "peak": peak.bench_peak,
     }
     if len(argv) != 2 or argv[1] not in modes:
         print(f"usage: python -m tools.benchmark {'|'.join(modes)} [flags]", file=sys.stderr)

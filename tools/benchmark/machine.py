@@ -39,15 +39,44 @@ def fma_peak_gflops():
 
 
 def peak_gflops(policy):
-    """The peak of the multiply-adds `policy` computes in: float32 FMA, or (bf16 on a CPU
-    with AVX-512 BF16) VDPBF16PS, whose two bf16 products a float32 lane make it twice
-    the FMA peak on the same two 256-bit pipes (Zen 4). None where neither applies."""
+    """The nominal peak of the multiply-adds `policy` computes in: float32 FMA, or (bf16
+    on a CPU with AVX-512 BF16) VDPBF16PS, whose two bf16 products a float32 lane make it
+    twice the FMA peak on the same two 256-bit pipes (Zen 4). None where neither applies.
+    A VM's cores may run above the nominal clock: `matmul_gflops` is what they reach."""
     peak = fma_peak_gflops()
     if peak is None or policy == "float32":
         return peak
     if policy == "mixed_bfloat16" and this_hardware().native_bf16_cpu:
         return 2 * peak
     return None
+
+
+_MATMUL_RATES = {}
+
+
+def matmul_gflops(policy, n=4096, repeats=5):
+    """GFLOP/s of TensorFlow's n x n x n matmul in `policy`'s compute type (oneDNN's GEMM,
+    the kernel closest to the machine's peak that TensorFlow has), best of `repeats`;
+    the yardstick of a step's share of peak. None where bf16 cannot run. Cached."""
+    if policy == "mixed_bfloat16" and this_hardware().bf16_blocked:
+        return None
+    if policy not in _MATMUL_RATES:
+        import time
+
+        import tensorflow as tf
+
+        dtype = tf.bfloat16 if policy == "mixed_bfloat16" else tf.float32
+        a = tf.cast(tf.random.stateless_normal([n, n], [1, 2]), dtype)
+        b = tf.cast(tf.random.stateless_normal([n, n], [3, 4]), dtype)
+        product = tf.function(lambda: tf.linalg.matmul(a, b)[0, 0])
+        product().numpy()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product().numpy()
+            best = min(best, time.perf_counter() - start)
+        _MATMUL_RATES[policy] = 2 * n**3 / best / 1e9
+    return _MATMUL_RATES[policy]
 
 
 def precisions():

@@ -9,6 +9,7 @@ relative to the others, not which fraction of the wall time it takes.
 import collections
 import glob
 import os
+import re
 import tempfile
 import time
 
@@ -16,21 +17,23 @@ from tools.benchmark.common import project_model, real_batch, time_steps
 from tools.benchmark.machine import kernel_grad_for, precisions
 from tools.benchmark.options import FLAGS
 
+# An executor's op event: "scope/op_name:OpType". Wrappers do not match:
+# "ExecutorState::Process", "KernelAndDeviceFunc::Run", "EagerLocalExecute: Op".
+_OP_EVENT = re.compile(r"^[^\s:]+:([A-Za-z_]\w*)$")
+
 
 def op_times(space, steps):
-    """{op type: (thread-ms per step, ops per step)} from an XSpace: the host plane's
-    events named "op name:op type" (the executor's op events; wrappers such as
-    "Process" or the function call have no type)."""
+    """{op type: (thread-ms per step, ops per step)} from an XSpace's host plane."""
     total, count = collections.Counter(), collections.Counter()
     for plane in space.planes:
         if plane.name != "/host:CPU":
             continue
         for line in plane.lines:
             for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                if ":" not in name:
+                match = _OP_EVENT.match(plane.event_metadata[event.metadata_id].name)
+                if not match:
                     continue
-                op = name.rsplit(":", 1)[1]
+                op = match.group(1)
                 total[op] += event.duration_ps / 1e9 / steps
                 count[op] += 1
     return {op: (total[op], count[op] / steps) for op in total}

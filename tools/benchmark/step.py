@@ -5,7 +5,12 @@ import os
 import sys
 
 from tools.benchmark.common import project_model, real_batch, time_steps
-from tools.benchmark.machine import kernel_grad_for, peak_gflops, precisions, this_hardware
+from tools.benchmark.machine import (
+    kernel_grad_for,
+    peak_gflops,
+    precisions,
+    this_hardware,
+)
 from tools.benchmark.options import FLAGS, REPO
 
 
@@ -52,7 +57,7 @@ def _row(impl, precision, seconds, flops=None, computed_in=None):
         row["gflops_per_s"] = 3 * flops * 2 * FLAGS.batch / seconds / 1e9
         peak = peak_gflops(computed_in or precision)
         if peak:
-            row["peak_share"] = row["gflops_per_s"] / peak
+            row["nominal_peak_share"] = row["gflops_per_s"] / peak
     return row
 
 
