@@ -155,3 +155,20 @@ def test_matmul_rate_is_none_where_bf16_cannot_run(monkeypatch):
     monkeypatch.setattr(machine, "this_hardware", lambda: capped)
     monkeypatch.setattr(machine, "_MATMUL_RATES", {})
     assert machine.matmul_gflops("mixed_bfloat16", n=64) is None
+
+
+def test_a_step_rows_shares_are_its_flop_rate_over_each_peak(monkeypatch):
+    from tools.benchmark import step
+    from tools.benchmark.options import FLAGS
+
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()
+    monkeypatch.setattr(FLAGS, "batch", 256)
+    monkeypatch.setattr(step, "peak_gflops", lambda policy: 100.0)
+    monkeypatch.setattr(step, "matmul_gflops", lambda policy: 125.0)
+    # 0.07 GFLOP forward per view, 512 views, 3 x forward for a training step, in 0.5 s
+    row = step._row("simclr_tf", "float32", 0.5, flops=0.07e9)
+    rate = 3 * 0.07 * 512 / 0.5
+    assert abs(row["gflops_per_s"] - rate) < 1e-9
+    assert abs(row["nominal_peak_share"] - rate / 100.0) < 1e-12
+    assert abs(row["matmul_share"] - rate / 125.0) < 1e-12

@@ -7,6 +7,7 @@ import sys
 from tools.benchmark.common import project_model, real_batch, time_steps
 from tools.benchmark.machine import (
     kernel_grad_for,
+    matmul_gflops,
     peak_gflops,
     precisions,
     this_hardware,
@@ -55,9 +56,13 @@ def _row(impl, precision, seconds, flops=None, computed_in=None):
     }
     if flops:
         row["gflops_per_s"] = 3 * flops * 2 * FLAGS.batch / seconds / 1e9
-        peak = peak_gflops(computed_in or precision)
+        policy = computed_in or precision
+        peak = peak_gflops(policy)
         if peak:
             row["nominal_peak_share"] = row["gflops_per_s"] / peak
+        rate = matmul_gflops(policy)
+        if rate:
+            row["matmul_share"] = row["gflops_per_s"] / rate
     return row
 
 
