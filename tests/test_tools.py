@@ -1,5 +1,6 @@
 """The tools users run beside training start and refuse bad input cleanly."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -93,81 +94,106 @@ print(json.dumps(accuracy.summarize(runs)))
     assert peer["train_seconds"] == 140.0 and ours["seeds"] == 2
 
 
+def _in_a_process(code):
+    """Runs `code` in a fresh Python at the repository root; its stdout. The benchmark's
+    modules define absl flags that clash with other tools' in the test process."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def test_profile_sums_each_op_type_over_threads_and_steps():
     # A hand-built trace of 2 steps: two executor threads, op events named "name:type",
     # and the wrappers TensorFlow's traces hold around them, which must not count.
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    out = _in_a_process(
+        """
+import json
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from tools.benchmark.profile import op_times
 
-    from tools.benchmark.profile import op_times
-
-    space = xplane_pb2.XSpace()
-    plane = space.planes.add(name="/host:CPU")
-    names = {
-        1: "enc/conv/Conv2D:_MklNativeConv2D",
-        2: "enc/bn:FusedBatchNormV3",
-        3: "ExecutorState::Process",
-        4: "EagerLocalExecute: __inference_one_step_on_data_8862",
-        5: "KernelAndDeviceFunc::Run",
-    }
-    for key, name in names.items():
-        plane.event_metadata[key].name = name
-    ms = 10**9  # picoseconds per millisecond
-    events = {
-        "tf_Compute/1": [(1, 30), (2, 4), (3, 50), (1, 30)],
-        "tf_Compute/2": [(1, 20), (2, 6), (3, 40)],
-        "python": [(4, 90), (5, 90)],
-    }
-    for line_name, line_events in events.items():
-        line = plane.lines.add(name=line_name)
-        for key, duration in line_events:
-            line.events.add(metadata_id=key, duration_ps=duration * ms)
-    space.planes.add(name="/device:CPU:0").lines.add().events.add(metadata_id=1, duration_ps=ms)
-
-    times = op_times(space, steps=2)
-
-    assert set(times) == {"_MklNativeConv2D", "FusedBatchNormV3"}
-    assert times["_MklNativeConv2D"] == (40.0, 1.5)  # (30 + 30 + 20) / 2 ms, 3 ops / 2
-    assert times["FusedBatchNormV3"] == (5.0, 1.0)
-
-
-def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):
-    # A fake clock: every timed call takes 0.5 s, so 2 * n^3 FLOPs give 4 n^3 / 1e9 GFLOP/s.
-    import time
-
-    from tools.benchmark import machine
-
-    ticks = iter(range(100))
-    monkeypatch.setattr(time, "perf_counter", lambda: 0.5 * next(ticks))
-    monkeypatch.setattr(machine, "_MATMUL_RATES", {})
-    rate = machine.matmul_gflops("float32", n=64, repeats=3)
-    assert rate == 4 * 64**3 / 1e9
-    assert machine.matmul_gflops("float32", n=64) == rate  # measured once a process
-
-
-def test_matmul_rate_is_none_where_bf16_cannot_run(monkeypatch):
-    from simclr_tf import hardware
-    from tools.benchmark import machine
-
-    capped = hardware.Hardware(
-        cpu_flags=frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}), onednn_max_isa="AVX2"
+space = xplane_pb2.XSpace()
+plane = space.planes.add(name="/host:CPU")
+names = {
+    1: "enc/conv/Conv2D:_MklNativeConv2D",
+    2: "enc/bn:FusedBatchNormV3",
+    3: "ExecutorState::Process",
+    4: "EagerLocalExecute: __inference_one_step_on_data_8862",
+    5: "KernelAndDeviceFunc::Run",
+}
+for key, name in names.items():
+    plane.event_metadata[key].name = name
+ms = 10**9  # picoseconds per millisecond
+events = {
+    "tf_Compute/1": [(1, 30), (2, 4), (3, 50), (1, 30)],
+    "tf_Compute/2": [(1, 20), (2, 6), (3, 40)],
+    "python": [(4, 90), (5, 90)],
+}
+for line_name, line_events in events.items():
+    line = plane.lines.add(name=line_name)
+    for key, duration in line_events:
+        line.events.add(metadata_id=key, duration_ps=duration * ms)
+space.planes.add(name="/device:CPU:0").lines.add().events.add(metadata_id=1, duration_ps=ms)
+print(json.dumps(op_times(space, steps=2)))
+"""
     )
-    assert capped.bf16_blocked
-    monkeypatch.setattr(machine, "this_hardware", lambda: capped)
-    monkeypatch.setattr(machine, "_MATMUL_RATES", {})
-    assert machine.matmul_gflops("mixed_bfloat16", n=64) is None
+    times = json.loads(out.splitlines()[-1])
+    assert set(times) == {"_MklNativeConv2D", "FusedBatchNormV3"}
+    assert times["_MklNativeConv2D"] == [40.0, 1.5]  # (30 + 30 + 20) / 2 ms, 3 ops / 2
+    assert times["FusedBatchNormV3"] == [5.0, 1.0]
 
 
-def test_a_step_rows_shares_are_its_flop_rate_over_each_peak(monkeypatch):
-    from tools.benchmark import step
-    from tools.benchmark.options import FLAGS
+def test_matmul_rate_counts_two_flops_per_multiply_add():
+    # A fake clock: every timed call takes 0.5 s, so 2 n^3 FLOPs give 4 n^3 / 1e9 GFLOP/s.
+    out = _in_a_process(
+        """
+import time
+from tools.benchmark import machine
 
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
-    monkeypatch.setattr(FLAGS, "batch", 256)
-    monkeypatch.setattr(step, "peak_gflops", lambda policy: 100.0)
-    monkeypatch.setattr(step, "matmul_gflops", lambda policy: 125.0)
+ticks = iter(range(100))
+time.perf_counter = lambda: 0.5 * next(ticks)
+first = machine.matmul_gflops("float32", n=64, repeats=3)
+print(first, machine.matmul_gflops("float32", n=64))
+"""
+    )
+    first, again = (float(x) for x in out.split()[-2:])
+    assert first == 4 * 64**3 / 1e9
+    assert again == first  # measured once a process
+
+
+def test_matmul_rate_is_none_where_bf16_cannot_run():
+    out = _in_a_process(
+        """
+from simclr_tf import hardware
+from tools.benchmark import machine
+
+capped = hardware.Hardware(
+    cpu_flags=frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}), onednn_max_isa="AVX2"
+)
+assert capped.bf16_blocked
+machine.this_hardware = lambda: capped
+print(machine.matmul_gflops("mixed_bfloat16", n=64))
+"""
+    )
+    assert out.split()[-1] == "None"
+
+
+def test_a_step_rows_shares_are_its_flop_rate_over_each_peak():
+    out = _in_a_process(
+        """
+import json
+from tools.benchmark import step
+from tools.benchmark.options import FLAGS
+
+FLAGS(["test", "--batch=256"])
+step.peak_gflops = lambda policy: 100.0
+step.matmul_gflops = lambda policy: 125.0
+print(json.dumps(step._row("simclr_tf", "float32", 0.5, flops=0.07e9)))
+"""
+    )
+    row = json.loads(out.splitlines()[-1])
     # 0.07 GFLOP forward per view, 512 views, 3 x forward for a training step, in 0.5 s
-    row = step._row("simclr_tf", "float32", 0.5, flops=0.07e9)
     rate = 3 * 0.07 * 512 / 0.5
     assert abs(row["gflops_per_s"] - rate) < 1e-9
     assert abs(row["nominal_peak_share"] - rate / 100.0) < 1e-12
