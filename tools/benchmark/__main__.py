@@ -6,6 +6,10 @@ import sys
 
 from absl import app
 
+# Before any mode imports TensorFlow (step's first line imports keras): on an AVX2 CPU
+# the package turns oneDNN on only if it comes first (simclr_tf.hardware), and `step`
+# compares against TensorFlow's defaults in a process of their own only then.
+import simclr_tf  # noqa: F401
 from tools.benchmark import (
     accuracy,
     budget,
