@@ -8,14 +8,22 @@ import sys
 from conftest import REPO
 
 
+def _in_a_process(code):
+    """Runs `code` in a fresh Python at the repository root; its stdout. The benchmark's
+    modules define absl flags that clash with other tools' in the test process."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def test_every_benchmark_module_imports():
     # In its own process: the benchmark defines absl flags on the global FLAGS.
     names = [
         p.stem for p in sorted((REPO / "tools" / "benchmark").glob("*.py")) if p.stem != "__main__"
     ]
-    code = "; ".join(f"import tools.benchmark.{n}" for n in names)
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    _in_a_process("; ".join(f"import tools.benchmark.{n}" for n in names))
 
 
 def test_benchmark_without_a_mode_prints_its_usage_and_exits_2():
@@ -81,27 +89,13 @@ for impl, seed, knn, linear, seconds in [
                  "train_seconds": seconds, "h": scores, "z": scores})
 print(json.dumps(accuracy.summarize(runs)))
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    import json
-
-    rows = {r["impl"]: r for r in json.loads(result.stdout.splitlines()[-1])}
+    rows = {r["impl"]: r for r in json.loads(_in_a_process(code).splitlines()[-1])}
     assert list(rows) == ["simclr_tf", "lightly"]
     ours, peer = rows["simclr_tf"], rows["lightly"]
     assert ours["h_knn_acc"] == statistics.mean([0.40, 0.44])
     assert abs(ours["h_knn_acc_sd"] - statistics.stdev([0.40, 0.44])) < 1e-12
     assert abs(peer["z_linear_acc_sd"] - statistics.stdev([0.43, 0.42])) < 1e-12
     assert peer["train_seconds"] == 140.0 and ours["seeds"] == 2
-
-
-def _in_a_process(code):
-    """Runs `code` in a fresh Python at the repository root; its stdout. The benchmark's
-    modules define absl flags that clash with other tools' in the test process."""
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_profile_sums_each_op_type_over_threads_and_steps():
