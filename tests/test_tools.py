@@ -192,3 +192,49 @@ print(json.dumps(step._row("simclr_tf", "float32", 0.5, flops=0.07e9)))
     assert abs(row["gflops_per_s"] - rate) < 1e-9
     assert abs(row["nominal_peak_share"] - rate / 100.0) < 1e-12
     assert abs(row["matmul_share"] - rate / 125.0) < 1e-12
+
+
+def test_a_resumed_benchmark_cell_adds_up_the_time_of_its_processes(tmp_path):
+    import os
+    import time
+
+    from tools.benchmark import resumed_time
+
+    assert resumed_time.timed(str(tmp_path), lambda: 10.0) == (10.0, 1)
+    # A second process starts, writes a checkpoint 40 s in and is killed: the clock
+    # still holds its start. Its 40 s count; what it trained after that checkpoint is
+    # trained again by the next process and counted there.
+    clock_path = tmp_path / resumed_time.CLOCK_FILE
+    clock = json.loads(clock_path.read_text())
+    since = time.time() - 100.0
+    clock["open_since"] = since
+    clock_path.write_text(json.dumps(clock))
+    checkpoint = tmp_path / "ckpt-390.index"
+    checkpoint.write_text("")
+    os.utime(checkpoint, (since + 40.0, since + 40.0))
+    total, processes = resumed_time.timed(str(tmp_path), lambda: 5.0)
+    assert processes == 3 and abs(total - (10.0 + 40.0 + 5.0)) < 1e-3
+    # Killed again before writing a checkpoint of its own: nothing of it counts.
+    clock = json.loads(clock_path.read_text())
+    clock["open_since"] = time.time() - 30.0
+    clock_path.write_text(json.dumps(clock))
+    total, processes = resumed_time.timed(str(tmp_path), lambda: 1.0)
+    assert processes == 5 and abs(total - 56.0) < 1e-3
+
+
+def test_a_cell_resumed_from_unrecorded_checkpoints_has_no_wall_time(tmp_path):
+    from tools.benchmark import resumed_time
+
+    (tmp_path / "ckpt-195.index").write_text("")
+    assert resumed_time.timed(str(tmp_path), lambda: 5.0) == (None, 2)
+    code = r"""
+import json
+from tools.benchmark import accuracy
+scores = {"knn_acc": 0.4, "linear_acc": 0.45}
+runs = [{"impl": "simclr_tf", "epochs": 1, "seed": s, "precision": "float32", "h": scores,
+         "z": scores, "train_seconds": t, "train_processes": n}
+        for s, t, n in [(0, 100.0, 1), (1, None, 2)]]
+print(json.dumps(accuracy.summarize(runs)))
+"""
+    (row,) = json.loads(_in_a_process(code).splitlines()[-1])
+    assert row["train_seconds"] is None and row["train_processes"] == 2

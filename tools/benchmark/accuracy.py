@@ -12,9 +12,11 @@ and a linear probe, at h and z), the PyTorch features passed as arrays.
 
 Resumable: every (implementation, epochs, seed) cell writes `result.json` under
 `--work_dir` and is skipped when it exists; an interrupted simclr_tf run resumes from its
-checkpoint. Wall time is each training process's own from its start to the end of
-training (start-up, input pipeline and first-epoch decoding included; the PyTorch
-process's feature extraction afterwards excluded), so run nothing else beside it.
+checkpoint, and its wall time adds up its processes (tools/benchmark/resumed_time.py;
+`train_processes` in the result says how many). Wall time is the training process's
+own from its start to the end of training (start-up, input pipeline and first-epoch
+decoding included; the PyTorch process's feature extraction afterwards excluded), so
+run nothing else beside it.
 """
 
 import json
@@ -26,6 +28,7 @@ import time
 import numpy as np
 from absl import flags
 
+from tools.benchmark import resumed_time
 from tools.benchmark.options import FLAGS, REPO
 
 flags.DEFINE_list("accuracy_epochs", ["1", "5"], "accuracy: training lengths in epochs.")
@@ -100,8 +103,11 @@ def _simclr_tf(cell_dir, epochs, seed, data_dir, splits):
     ]
     if data_dir:
         command.append(f"--data_dir={data_dir}")
-    seconds = _run(command, os.path.join(cell_dir, "train.log"))
-    return seconds, evaluate.evaluate_run(cell_dir, *splits, num_classes=10, seed=seed)
+    seconds, processes = resumed_time.timed(
+        cell_dir, lambda: _run(command, os.path.join(cell_dir, "train.log"))
+    )
+    scores = evaluate.evaluate_run(cell_dir, *splits, num_classes=10, seed=seed)
+    return seconds, {**scores, "train_processes": processes}
 
 
 def _lightly(cell_dir, epochs, seed, data_path, splits, bf16):
@@ -217,7 +223,9 @@ def summarize(results):
                 values = np.array([r[kind][metric] for r in cell])
                 row[f"{kind}_{metric}"] = float(values.mean())
                 row[f"{kind}_{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
-        seconds = np.array([r["train_seconds"] for r in cell])
-        row["train_seconds"] = float(seconds.mean())
+        seconds = [r["train_seconds"] for r in cell]
+        # None: a run resumed from checkpoints whose training time was not recorded.
+        row["train_seconds"] = None if None in seconds else float(np.mean(seconds))
+        row["train_processes"] = max(r.get("train_processes", 1) for r in cell)
         rows.append(row)
     return rows
