@@ -58,4 +58,3 @@ def _load(path):
         return None
     with open(path) as f:
         return json.load(f)
-
