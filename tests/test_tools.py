@@ -194,8 +194,15 @@ print(json.dumps(step._row("simclr_tf", "float32", 0.5, flops=0.07e9)))
     assert abs(row["matmul_share"] - rate / 125.0) < 1e-12
 
 
+def _write_checkpoint_state(run_dir, saved_at):
+    """The `checkpoint` file tf.train.CheckpointManager keeps, naming one checkpoint."""
+    (run_dir / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-390"\nall_model_checkpoint_paths: "ckpt-390"\n'
+        f"all_model_checkpoint_timestamps: {saved_at!r}\n"
+    )
+
+
 def test_a_resumed_benchmark_cell_adds_up_the_time_of_its_processes(tmp_path):
-    import os
     import time
 
     from tools.benchmark import resumed_time
@@ -209,9 +216,7 @@ def test_a_resumed_benchmark_cell_adds_up_the_time_of_its_processes(tmp_path):
     since = time.time() - 100.0
     clock["open_since"] = since
     clock_path.write_text(json.dumps(clock))
-    checkpoint = tmp_path / "ckpt-390.index"
-    checkpoint.write_text("")
-    os.utime(checkpoint, (since + 40.0, since + 40.0))
+    _write_checkpoint_state(tmp_path, since + 40.0)
     total, processes = resumed_time.timed(str(tmp_path), lambda: 5.0)
     assert processes == 3 and abs(total - (10.0 + 40.0 + 5.0)) < 1e-3
     # Killed again before writing a checkpoint of its own: nothing of it counts.
@@ -225,7 +230,7 @@ def test_a_resumed_benchmark_cell_adds_up_the_time_of_its_processes(tmp_path):
 def test_a_cell_resumed_from_unrecorded_checkpoints_has_no_wall_time(tmp_path):
     from tools.benchmark import resumed_time
 
-    (tmp_path / "ckpt-195.index").write_text("")
+    _write_checkpoint_state(tmp_path, 1.0e9)
     assert resumed_time.timed(str(tmp_path), lambda: 5.0) == (None, 2)
     code = r"""
 import json
