@@ -21,7 +21,7 @@ from conftest import REPO, SHARED_TFDS
 
 REFERENCE = pathlib.Path(SHARED_TFDS).parent / "reference_checkpoints"
 MANIFESTS = REFERENCE / "manifests"
-TOLERANCE = 1e-4  # relative to max(1, |reference|), as the issue asks
+TOLERANCE = 1e-4  # relative to max(1, |reference|)
 R50_STAGES = (
     "block_group1",
     "block_group2",
